@@ -36,7 +36,7 @@ import struct
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,10 @@ class _Connection:
         self.broker, self.reader, self.writer = broker, reader, writer
         self.peer = str(writer.get_extra_info("peername"))
         self.client_id = ""
-        self.keepalive_timeout: float | None = CONNECT_TIMEOUT
+        self.loop = asyncio.get_running_loop()
+        self.timeout: float | None = CONNECT_TIMEOUT  # CONNECT deadline, then 1.5 x keepalive
+        self.last_seen = self.loop.time()
+        self._watchdog: asyncio.TimerHandle | None = None
         self.subscriptions: dict[str, int] = {}
         self.outbound: dict[int, int] = {}  # packet id -> awaited ack type
         self.awaiting_pubrel: set[int] = set()
@@ -184,6 +187,7 @@ class _Connection:
 
     async def run(self) -> None:
         reason, level = "connection closed", logging.DEBUG
+        self._arm_watchdog()
         try:
             if await self._handshake():
                 reason = await self._serve()
@@ -191,11 +195,9 @@ class _Connection:
                 reason = "connection refused"
         except ProtocolError as exc:
             reason, level = f"protocol error: {exc}", logging.WARNING
-        except TimeoutError:
-            reason = "keepalive timeout" if self.client_id else "no CONNECT in time"
-            level = logging.INFO
         except (asyncio.IncompleteReadError, ConnectionError):
-            reason = self.close_reason or reason
+            if self.close_reason:
+                reason, level = self.close_reason, logging.INFO
         log.log(level, "closing MQTT connection %s: %s", self.name, reason)
         await self.broker.disconnected(self)
 
@@ -224,23 +226,36 @@ class _Connection:
         return self.close_reason
 
     async def _read_packet(self, expect_connect: bool = False) -> tuple[int, bytes]:
-        async with asyncio.timeout(self.keepalive_timeout):
-            header = (await self.reader.readexactly(1))[0]
-            if expect_connect and header != CONNECT << 4:
-                raise ProtocolError(f"expected CONNECT, got first byte {header:#04x}")
-            length, multiplier = 0, 1
-            for _ in range(4):
-                byte = (await self.reader.readexactly(1))[0]
-                length += (byte & 0x7F) * multiplier
-                if not byte & 0x80:
-                    break
-                multiplier *= 128
-            else:
+        header, byte = await self.reader.readexactly(2)
+        if expect_connect and header != CONNECT << 4:
+            raise ProtocolError(f"expected CONNECT, got first byte {header:#04x}")
+        length, shift = byte & 0x7F, 7
+        while byte & 0x80:
+            if shift > 21:
                 raise ProtocolError("malformed remaining length")
-            if length > MAX_PACKET_SIZE:
-                raise ProtocolError(f"packet of {length} bytes is too large")
-            body = await self.reader.readexactly(length) if length else b""
+            byte = (await self.reader.readexactly(1))[0]
+            length += (byte & 0x7F) << shift
+            shift += 7
+        if length > MAX_PACKET_SIZE:
+            raise ProtocolError(f"packet of {length} bytes is too large")
+        body = await self.reader.readexactly(length) if length else b""
+        self.last_seen = self.loop.time()
         return header, body
+
+    def _arm_watchdog(self) -> None:
+        """(Re)schedule the keepalive check; no per-packet timer churn."""
+        if self.timeout is not None and not self.closed:
+            deadline = self.last_seen + self.timeout
+            self._watchdog = self.loop.call_at(deadline, self._check_watchdog)
+
+    def _check_watchdog(self) -> None:
+        if self.timeout is None or self.closed:
+            return
+        if self.loop.time() < self.last_seen + self.timeout - 0.001:
+            self._arm_watchdog()  # a packet arrived meanwhile
+        else:
+            reason = "keepalive timeout" if self.client_id else "no CONNECT in time"
+            self.close(reason, abort=True)
 
     def _on_connect(self, r: _Reader) -> bool:
         name, level = r.string(), r.u8()
@@ -258,7 +273,10 @@ class _Connection:
                 self.send(_packet(CONNACK << 4, b"\x00\x02"))
                 return False
             self.client_id = f"everkit-{uuid.uuid4().hex}"
-        self.keepalive_timeout = 1.5 * keepalive if keepalive else None
+        self.timeout = 1.5 * keepalive if keepalive else None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._arm_watchdog()
         self.broker.connected(self)
         self.send(_packet(CONNACK << 4, b"\x00\x00"))
         log.debug("MQTT client %s connected from %s", self.client_id, self.peer)
@@ -388,6 +406,8 @@ class _Connection:
     def close(self, reason: str = "", abort: bool = False) -> None:
         self.closed = True
         self.close_reason = self.close_reason or reason
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if abort:
             self.writer.transport.abort()
         else:
@@ -402,8 +422,7 @@ class EmbeddedBroker:
         self._sessions: dict[str, _Connection] = {}
         self._retained: dict[str, Message] = {}
         self._route_cache: dict[str, list[tuple[_Connection, int]]] = {}
-        self._connections: set[_Connection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: dict[_Connection, asyncio.Task[None]] = {}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port."""
@@ -420,8 +439,8 @@ class EmbeddedBroker:
             self._server = None
         for conn in list(self._connections):
             conn.close("broker stopped", abort=True)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        if self._connections:
+            await asyncio.wait(self._connections.values(), timeout=5.0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -430,21 +449,18 @@ class EmbeddedBroker:
         task = asyncio.current_task()
         assert task is not None
         conn = _Connection(self, reader, writer)
-        self._tasks.add(task)
-        self._connections.add(conn)
+        self._connections[conn] = task
         try:
             await conn.run()
         finally:
             conn.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-            self._connections.discard(conn)
-            self._tasks.discard(task)
+            del self._connections[conn]
 
     def connected(self, conn: _Connection) -> None:
         old = self._sessions.get(conn.client_id)
         if old is not None:
-            log.info("client id %s taken over by a new connection", conn.client_id)
             old.close("taken over by a new connection")
         self._sessions[conn.client_id] = conn
         self._route_cache.clear()
@@ -523,16 +539,6 @@ def run_in_thread(host: str = "127.0.0.1", port: int = 0) -> tuple[int, Callable
         stop()
         raise
     return bound, stop
-
-
-@contextlib.contextmanager
-def running_broker(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
-    """Context manager around :func:`run_in_thread`; yields the bound port."""
-    bound, stop = run_in_thread(host, port)
-    try:
-        yield bound
-    finally:
-        stop()
 
 
 async def _serve_forever(host: str, port: int) -> None:

@@ -156,6 +156,14 @@ def test_publish_round_trip_at_min_qos(
     )
 
 
+def test_large_payload_round_trip(peer: Callable[..., Peer]) -> None:
+    sub, pub = peer(), peer()
+    sub.subscribe(("big", 2))
+    payload = bytes(range(256)) * 8192  # 2 MiB: multi-byte remaining length, write back-pressure
+    pub.publish("big", payload, qos=2)
+    assert sub.next_message().payload == payload
+
+
 def test_wildcard_subscriptions(peer: Callable[..., Peer]) -> None:
     plus, hash_, pub = peer(), peer(), peer()
     plus.subscribe(("a/+/c", 1))

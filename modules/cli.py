@@ -1,0 +1,242 @@
+"""The ``everkit`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from . import __version__
+from .framework.broker import PrivateBroker, start_private_broker
+from .framework.definitions import Definitions, contract_root
+from .framework.errors import EverkitError
+from .framework.manager import Manager
+from .framework.manifests import ManifestStore
+from .framework.runtime_config import load_runtime_config
+from .framework.transport import BrokerAddress
+
+log = logging.getLogger("everkit")
+
+ENTRY_POINT_GROUP = "everkit.modules"
+
+
+def available_modules() -> dict[str, str]:
+    """Module name -> "package.module:function", from the ``everkit.modules`` entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_main(name: str) -> Callable[[], None]:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            main: Callable[[], None] = ep.load()
+            return main
+    known = ", ".join(sorted(available_modules())) or "none"
+    raise SystemExit(f"everkit: no module named {name!r} (installed: {known})")
+
+
+def _setup_logging(tag: str, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"%(asctime)s %(levelname)-7s [{tag}] %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_module(name: str) -> None:
+    """Run one module in this process; the EV_* environment says who and where."""
+    _setup_logging(os.environ.get("EV_MODULE", name))
+    main = _load_main(name)
+    try:
+        main()
+    except EverkitError as exc:
+        log.error("%s cannot run: %s", name, exc)
+        sys.exit(2)
+
+
+# subcommands
+
+
+def cmd_module(args: argparse.Namespace) -> int:
+    if args.id:
+        os.environ["EV_MODULE"] = args.id
+    if args.broker:
+        broker = BrokerAddress.parse(args.broker)
+        os.environ["EV_MQTT_BROKER_HOST"] = broker.host
+        os.environ["EV_MQTT_BROKER_PORT"] = str(broker.port)
+    if args.prefix:
+        os.environ["EV_MQTT_EVEREST_PREFIX"] = args.prefix
+    run_module(args.name)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging("manager", args.verbose)
+    root = Path(args.contract) if args.contract else contract_root()
+    definitions = Definitions.from_dirs(root)
+    manifests = ManifestStore([Path(d) for d in args.manifests] + [root / "manifests"])
+    try:
+        config = load_runtime_config(
+            Path(args.config), manifests=manifests, definitions=definitions
+        )
+    except EverkitError as exc:
+        print(f"everkit run: invalid config, nothing started:\n{exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: valid ({len(config.modules)} modules)")
+        return 0
+    private: PrivateBroker | None = None
+    if args.broker:
+        broker = BrokerAddress.parse(args.broker)
+    else:
+        private = start_private_broker(prefer_embedded=args.embedded_broker)
+        broker = private.address
+        log.info("private %s broker on %s", private.kind, broker)
+    prefix = args.prefix or str(config.settings.get("mqtt_everest_prefix", "everest/"))
+    manager = Manager(
+        config,
+        definitions,
+        broker,
+        prefix=prefix,
+        standalone=frozenset(args.standalone),
+        trace=(lambda line: print(f"  bus | {line}", flush=True)) if args.trace else None,
+    )
+    for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+        signal.signal(sig, lambda *_, n=name: manager.request_stop(f"{n} received"))
+    try:
+        manager.start()
+        outcome = manager.supervise()
+    except EverkitError as exc:
+        log.error("%s", exc)
+        manager.shutdown()
+        outcome = None
+    finally:
+        if private is not None:
+            private.stop()
+    if outcome is None:
+        return 1
+    log.info("everkit run finished: %s", outcome.reason)
+    return outcome.status
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    prefix = Path(args.prefix)
+    root = contract_root()
+    modules_dir = prefix / "libexec" / "everest" / "modules"
+    data_dir = prefix / "share" / "everest"
+    environment = Path(sys.prefix)
+    for name in sorted(available_modules()):
+        target = modules_dir / name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / "manifests" / f"{name}.yaml", target / "manifest.yaml")
+        (target / "module.py").write_text(
+            "# everkit launcher written by `everkit install`\n"
+            f"from everkit.cli import run_module\nrun_module({name!r})\n",
+            encoding="utf-8",
+        )
+        venv = target / ".venv"
+        if venv.is_symlink() or venv.exists():
+            venv.unlink()
+        # EVerest runs <module dir>/.venv/bin/python3 when .venv exists; link the whole env
+        venv.symlink_to(environment, target_is_directory=True)
+        print(f"installed {name} -> {target}")
+    added = 0
+    for kind in ("interfaces", "types", "errors"):
+        (data_dir / kind).mkdir(parents=True, exist_ok=True)
+        for source in sorted((root / kind).glob("*.yaml")):
+            destination = data_dir / kind / source.name
+            if not destination.exists():  # never replace EVerest's own files
+                shutil.copyfile(source, destination)
+                added += 1
+    print(f"added {added} contract files EVerest lacked under {data_dir}")
+    return 0
+
+
+def cmd_modules(_args: argparse.Namespace) -> int:
+    for name, target in sorted(available_modules().items()):
+        print(f"{name:24} {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="everkit",
+        description="EVerest-compatible charger modules and the pure-Python framework that "
+        "runs them. Modules are separate processes talking over MQTT in EVerest's wire format.",
+    )
+    parser.add_argument("--version", action="version", version=f"everkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run an EVerest runtime config: validate it, start a broker and every module",
+        description="Validate CONFIG and its manifests (nothing starts if anything is wrong), "
+        "start a private Mosquitto on a free loopback port (or use --broker), publish the "
+        "definitions, start each module as its own process, send GlobalReady once all are "
+        "ready, and stop everything when one module exits or on Ctrl-C.",
+    )
+    run.add_argument("config", help="EVerest runtime config (YAML), e.g. config/example.yaml")
+    run.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker")
+    run.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="use everkit's embedded Python broker even if Mosquitto is installed",
+    )
+    run.add_argument("--prefix", help="EVerest MQTT prefix (default: settings or 'everest/')")
+    run.add_argument(
+        "--standalone",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="module ids started elsewhere (e.g. one container each); awaited, not started",
+    )
+    run.add_argument("--trace", action="store_true", help="print every message on the bus")
+    run.add_argument("--check", action="store_true", help="only validate the config, then exit")
+    run.add_argument("--contract", metavar="DIR", help="folder with interfaces/ types/ errors/")
+    run.add_argument(
+        "--manifests", nargs="+", default=[], metavar="DIR", help="extra manifest folders"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=cmd_run)
+
+    module = sub.add_parser(
+        "module",
+        help="run one module in the foreground (as a standalone module or a container)",
+        description="Run module NAME. Who and where come from the EV_* environment that an "
+        "EVerest manager or `everkit run` sets (EV_MODULE, EV_MQTT_BROKER_HOST/PORT, "
+        "EV_MQTT_EVEREST_PREFIX); the options override it.",
+    )
+    module.add_argument("name", help="module name, e.g. PyExampleSupply (see `everkit modules`)")
+    module.add_argument("--id", help="module id in the runtime config (EV_MODULE)")
+    module.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    module.add_argument("--prefix", help="EVerest MQTT prefix (EV_MQTT_EVEREST_PREFIX)")
+    module.set_defaults(func=cmd_module)
+
+    install = sub.add_parser(
+        "install",
+        help="lay out everkit's modules inside an EVerest prefix",
+        description="Write PREFIX/libexec/everest/modules/<Name>/{manifest.yaml,module.py,"
+        ".venv} for every everkit module, so that EVerest's own manager runs them, and add "
+        "the interface/type/error files EVerest lacks under PREFIX/share/everest.",
+    )
+    install.add_argument("--prefix", required=True, help="EVerest install prefix, e.g. /usr")
+    install.set_defaults(func=cmd_install)
+
+    modules = sub.add_parser("modules", help="list the modules this installation provides")
+    modules.set_defaults(func=cmd_modules)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

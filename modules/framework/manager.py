@@ -1,0 +1,299 @@
+"""``everkit run``: the EVerest manager, in Python.
+
+What it does, in the C++ manager's order (protocol reference sections 7 and 10):
+  1. load and validate the runtime config and every manifest (the caller does this before
+     anything starts: ``runtime_config.load_runtime_config``);
+  2. publish the retained definition topics, answer GetConfig requests;
+  3. start every non-standalone module as its own process with the EV_* environment;
+  4. wait for every ModuleReady (standalone ones too), clear the retained topics, publish
+     GlobalReady;
+  5. supervise: when one module exits, or on SIGINT/SIGTERM, stop all of them and say why.
+
+A module exiting with status 0 ends the run with status 0 (the demo relies on this); any
+other exit, or a module that cannot start, ends it with status 1, as in EVerest, so that a
+service manager restarts the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .definitions import Definitions, contract_root, load_yaml
+from .errors import MessageParsingError
+from .manifests import distributed_manifest
+from .runtime_config import (
+    RuntimeConfig,
+    error_response,
+    interfaces_payload,
+    module_config_response,
+    module_names_payload,
+    settings_payload,
+    types_payload,
+)
+from .trace import describe
+from .transport import BrokerAddress, Transport
+from .wire import MsgType, Topics, decode, encode, ready_payload
+
+log = logging.getLogger("everkit.manager")
+
+STOP_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Children get SIGTERM if the manager dies, as EVerest's do (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def module_command(module_name: str) -> list[str]:
+    """How a module process is started: ``python -m everkit module <Name>``."""
+    return [sys.executable, "-m", "everkit", "module", module_name]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Why the run ended, and with which exit status."""
+
+    reason: str
+    status: int
+
+
+@dataclass
+class _Child:
+    module_id: str
+    module_name: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Manager:
+    config: RuntimeConfig
+    definitions: Definitions
+    broker: BrokerAddress
+    prefix: str = "everest/"
+    standalone: frozenset[str] = frozenset()
+    trace: Callable[[str], None] | None = None
+    command_for: Callable[[str], list[str]] = module_command
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.prefix)
+        self._transport = Transport(self.broker, client_id=f"everkit-manager-{os.getpid()}")
+        self._retained: list[str] = []
+        self._ready: dict[str, bool] = dict.fromkeys(self.config.modules, False)
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._children: dict[str, _Child] = {}
+        self._lock = threading.Lock()
+        self.global_ready = threading.Event()
+
+    # start-up
+
+    def start(self, connect_timeout: float = 10.0) -> None:
+        """Connect, publish the definitions, serve GetConfig and start the modules."""
+        self._transport.connect(connect_timeout)
+        if self.trace is not None:
+            printer = self.trace
+
+            def on_any(topic: str, payload: bytes) -> None:
+                line = describe(topic, payload, self.topics.prefix)
+                if line:
+                    printer(line)
+
+            self._transport.subscribe(f"{self.topics.prefix}#", on_any)
+        self._transport.subscribe(self.topics.config_request, self._on_config_request)
+        for module_id in self.config.modules:
+            self._transport.subscribe(
+                self.topics.module_ready(module_id),
+                lambda _t, p, m=module_id: self._on_module_ready(m, p),
+            )
+        self.publish_definitions()
+        for module_id, entry in self.config.modules.items():
+            if entry.standalone or module_id in self.standalone:
+                log.info("waiting for standalone module '%s' (%s)", module_id, entry.module_name)
+                continue
+            self._launch(module_id, entry.module_name)
+
+    def publish_definitions(self) -> None:
+        """The retained topics of section 3, sorted keys as the C++ manager writes them."""
+        interfaces = interfaces_payload(self.config, self.definitions)
+        items: list[tuple[str, Any]] = [(self.topics.interfaces, interfaces)]
+        items += [
+            (self.topics.interface_definition(name), self.definitions.interface(name).normalised)
+            for name in interfaces
+        ]
+        type_keys = types_payload(self.config, self.definitions)
+        items.append((self.topics.types, type_keys))
+        items += [
+            (self.topics.type_definition(key), self.definitions.type_file(key)) for key in type_keys
+        ]
+        items.append((self.topics.settings, settings_payload(self.config.settings)))
+        if self.config.settings.get("validate_schema"):
+            items.append((self.topics.schemas, _schemas_payload()))
+        names = module_names_payload(self.config)
+        for name in sorted(set(names.values())):
+            manifest = next(
+                e.manifest for e in self.config.modules.values() if e.module_name == name
+            )
+            items.append((self.topics.manifest(name), distributed_manifest(manifest)))
+        items.append((self.topics.module_names, names))
+        for topic, data in items:
+            payload = encode(MsgType.GET_CONFIG_RESPONSE, data, sort_keys=True)
+            self._transport.publish(topic, payload, qos=2, retain=True)
+            self._retained.append(topic)
+
+    def clear_definitions(self) -> None:
+        for topic in self._retained:
+            self._transport.publish(topic, b"", qos=0, retain=True)
+        self._retained.clear()
+
+    def _on_config_request(self, _topic: str, payload: bytes) -> None:
+        try:
+            envelope = decode(payload)
+            request = envelope.data
+            origin = request["origin"]
+            kind = request["request"]["type"]
+        except (MessageParsingError, KeyError, TypeError) as exc:
+            log.warning("ignored malformed config request: %s", exc)
+            return
+        if envelope.msg_type != MsgType.GET_CONFIG or not isinstance(origin, str):
+            return
+        if origin not in self.config.modules:
+            log.warning("config request from unknown module '%s'", origin)
+            data = error_response(origin, f"module '{origin}' is not in the config")
+        elif request.get("type") == "Get" and kind == "Module":
+            data = module_config_response(self.config, origin)
+        else:
+            data = error_response(origin, f"request type {kind!r} is not supported")
+        self._transport.publish(
+            self.topics.config_response(origin),
+            encode(MsgType.GET_CONFIG_RESPONSE, data, sort_keys=True),
+        )
+
+    def _on_module_ready(self, module_id: str, payload: bytes) -> None:
+        try:
+            envelope = decode(payload)
+        except MessageParsingError:
+            return
+        if envelope.msg_type != MsgType.MODULE_READY or envelope.data is not True:
+            return
+        with self._lock:
+            if self._ready[module_id]:
+                return
+            self._ready[module_id] = True
+            waiting = [m for m, ready in self._ready.items() if not ready]
+        log.info(
+            "module '%s' is ready%s", module_id, f"; waiting for {len(waiting)}" * bool(waiting)
+        )
+        if not waiting:
+            self.clear_definitions()
+            self._transport.publish(self.topics.global_ready, ready_payload(MsgType.GLOBAL_READY))
+            log.info("all %d modules ready: GlobalReady sent", len(self._ready))
+            self.global_ready.set()
+
+    # processes
+
+    def _environment(self, module_id: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["EV_MODULE"] = module_id
+        settings = self.config.settings
+        defaults = {
+            "EV_PREFIX": str(settings.get("prefix") or sys.prefix),
+            "EV_LOG_CONF_FILE": str(contract_root() / "config" / "logging.ini"),
+            "EV_MQTT_EVEREST_PREFIX": self.topics.prefix,
+            "EV_MQTT_EXTERNAL_PREFIX": str(settings.get("mqtt_external_prefix", "")),
+        }
+        for key, value in defaults.items():
+            env.setdefault(key, value)
+        env["EV_MQTT_EVEREST_PREFIX"] = self.topics.prefix
+        env["EV_MQTT_BROKER_HOST"] = self.broker.host
+        env["EV_MQTT_BROKER_PORT"] = str(self.broker.port)
+        if settings.get("validate_schema"):
+            env["EV_VALIDATE_SCHEMA"] = "1"
+        return env
+
+    def _launch(self, module_id: str, module_name: str) -> None:
+        command = self.command_for(module_name)
+        try:
+            process = subprocess.Popen(
+                command,
+                env=self._environment(module_id),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                start_new_session=True,  # Ctrl-C reaches the manager, which stops us in order
+            )
+        except OSError as exc:
+            self._events.put(("failed", (module_id, f"cannot start {command[0]}: {exc}")))
+            return
+        log.info("started module '%s' (%s) as pid %d", module_id, module_name, process.pid)
+        child = _Child(module_id, module_name, process)
+        self._children[module_id] = child
+        threading.Thread(
+            target=lambda: self._events.put(("exit", (module_id, process.wait()))),
+            name=f"wait-{module_id}",
+            daemon=True,
+        ).start()
+
+    # supervision
+
+    def request_stop(self, reason: str) -> None:
+        self._events.put(("stop", reason))
+
+    def supervise(self) -> Outcome:
+        """Block until a module exits or a stop is requested; then stop everything."""
+        kind, detail = self._events.get()
+        if kind == "exit":
+            module_id, status = detail
+            child = self._children[module_id]
+            outcome = Outcome(
+                f"module '{module_id}' ({child.module_name}, pid {child.process.pid}) "
+                f"exited with status {status}",
+                0 if status == 0 else 1,
+            )
+        elif kind == "failed":
+            module_id, message = detail
+            outcome = Outcome(f"module '{module_id}' could not start: {message}", 1)
+        else:
+            outcome = Outcome(str(detail), 0)
+        log.info("stopping all modules: %s", outcome.reason)
+        self.shutdown()
+        return outcome
+
+    def shutdown(self) -> None:
+        """SIGTERM every module, SIGKILL what is still there after a grace period."""
+        running = [c for c in self._children.values() if c.process.poll() is None]
+        for child in running:
+            child.process.terminate()
+        for child in running:
+            try:
+                child.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log.warning("module '%s' ignored SIGTERM; killing it", child.module_id)
+                child.process.kill()
+                child.process.wait()
+        if self._retained and self._transport.connected:
+            self.clear_definitions()
+        self._transport.close()
+
+
+def _schemas_payload() -> dict[str, Any]:
+    root = contract_root() / "schemas"
+    names = {
+        "config": "config",
+        "manifest": "manifest",
+        "interface": "interface",
+        "type": "type",
+        "error_declaration_list": "error-declaration-list",
+    }
+    return {key: load_yaml(root / f"{stem}.yaml") for key, stem in names.items()}
