@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from ..framework import Module, Severity
+from ..framework import HandlerException, Module, Severity
 from .toy_supply import SetpointRefused, ToyLimits, ToySupply
 
 log = logging.getLogger("PyExampleSupply")
@@ -45,11 +45,11 @@ class SupplyAdapter:
             try:
                 self.model.set_export(voltage, current)
             except SetpointRefused as exc:
-                raise ValueError(f"setpoint refused: {exc}") from None
+                raise HandlerException(f"setpoint refused: {exc}") from None
         log.info("export setpoint %.1f V / %.1f A", voltage, current)
 
     def set_import(self, voltage: float, current: float) -> None:
-        raise ValueError("the toy supply cannot import (bidirectional: false)")
+        raise HandlerException("the toy supply cannot import (bidirectional: false)")
 
     def on_ready(self) -> None:
         limits = self.model.limits

@@ -31,15 +31,18 @@ from typing import Any
 
 from .definitions import Definitions, contract_root, load_yaml
 from .errors import MessageParsingError
-from .manifests import distributed_manifest
 from .runtime_config import (
     RuntimeConfig,
     error_response,
+    interface_definitions_payload,
     interfaces_payload,
+    manifests_payload,
     module_config_response,
     module_names_payload,
     settings_payload,
+    type_definitions_payload,
     types_payload,
+    with_directories,
 )
 from .trace import describe
 from .transport import BrokerAddress, Transport
@@ -89,6 +92,8 @@ class Manager:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if "prefix" not in self.config.settings:
+            self.config = with_directories(self.config, sys.prefix)
         self.topics = Topics(self.prefix)
         self._transport = Transport(self.broker, client_id=f"everkit-manager-{os.getpid()}")
         self._retained: list[str] = []
@@ -115,8 +120,7 @@ class Manager:
         self._transport.subscribe(self.topics.config_request, self._on_config_request)
         for module_id in self.config.modules:
             self._transport.subscribe(
-                self.topics.module_ready(module_id),
-                lambda _t, p, m=module_id: self._on_module_ready(m, p),
+                self.topics.module_ready(module_id), self._ready_handler(module_id)
             )
         self.publish_definitions()
         for module_id, entry in self.config.modules.items():
@@ -127,27 +131,25 @@ class Manager:
 
     def publish_definitions(self) -> None:
         """The retained topics of section 3, sorted keys as the C++ manager writes them."""
-        interfaces = interfaces_payload(self.config, self.definitions)
-        items: list[tuple[str, Any]] = [(self.topics.interfaces, interfaces)]
+        config, definitions = self.config, self.definitions
+        items: list[tuple[str, Any]] = [(self.topics.interfaces, interfaces_payload(config))]
         items += [
-            (self.topics.interface_definition(name), self.definitions.interface(name).normalised)
-            for name in interfaces
+            (self.topics.interface_definition(name), body)
+            for name, body in interface_definitions_payload(config, definitions).items()
         ]
-        type_keys = types_payload(self.config, self.definitions)
-        items.append((self.topics.types, type_keys))
+        items.append((self.topics.types, types_payload(config, definitions)))
         items += [
-            (self.topics.type_definition(key), self.definitions.type_file(key)) for key in type_keys
+            (self.topics.type_definition(key), body)
+            for key, body in type_definitions_payload(config, definitions).items()
         ]
-        items.append((self.topics.settings, settings_payload(self.config.settings)))
-        if self.config.settings.get("validate_schema"):
+        items.append((self.topics.settings, settings_payload(config.settings)))
+        if config.settings.get("validate_schema"):
             items.append((self.topics.schemas, _schemas_payload()))
-        names = module_names_payload(self.config)
-        for name in sorted(set(names.values())):
-            manifest = next(
-                e.manifest for e in self.config.modules.values() if e.module_name == name
-            )
-            items.append((self.topics.manifest(name), distributed_manifest(manifest)))
-        items.append((self.topics.module_names, names))
+        items += [
+            (self.topics.manifest(name), body)
+            for name, body in sorted(manifests_payload(config).items())
+        ]
+        items.append((self.topics.module_names, module_names_payload(config)))
         for topic, data in items:
             payload = encode(MsgType.GET_CONFIG_RESPONSE, data, sort_keys=True)
             self._transport.publish(topic, payload, qos=2, retain=True)
@@ -180,6 +182,9 @@ class Manager:
             self.topics.config_response(origin),
             encode(MsgType.GET_CONFIG_RESPONSE, data, sort_keys=True),
         )
+
+    def _ready_handler(self, module_id: str) -> Callable[[str, bytes], None]:
+        return lambda _topic, payload: self._on_module_ready(module_id, payload)
 
     def _on_module_ready(self, module_id: str, payload: bytes) -> None:
         try:

@@ -349,7 +349,7 @@ def _value_problem(value: Any, schema: JsonDict) -> str | None:
     expected = schema["type"]
     actual = _json_type(value)
     if actual != expected and not (actual == "integer" and expected == "number"):
-        return f"expected a {expected}, got {actual} {value!r}"
+        return f"expected {expected}, got {actual} {value!r}"
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(value))
     return "; ".join(str(e.message) for e in errors) or None
 

@@ -263,7 +263,8 @@ class Module:
         except SchemaValidationError as exc:
             log.warning("command %s.%s from %s: %s", impl_id, cmd, origin, exc)
             reply = _safe_error_result(call_id, self.info.id, "SchemaValidationError", exc, retval)
-        except CommandError as exc:
+        except CommandError as exc:  # raised on purpose by the handler: no traceback
+            log.info("command %s.%s from %s refused: %s", impl_id, cmd, origin, exc.message)
             reply = _safe_error_result(call_id, self.info.id, exc.error_type, exc.message)
         except Exception as exc:
             log.exception("handler of %s.%s failed", impl_id, cmd)

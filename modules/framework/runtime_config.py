@@ -282,18 +282,15 @@ class _Checker:
     def _check_interfaces(self, module_id: str, name: str, manifest: JsonDict) -> None:
         """Every interface the manifest names must load; the problem points into the manifest."""
         manifest_file = str(self.store.path(name))
-        used = [
-            (f"provides.{i}.interface", p["interface"]) for i, p in _items(manifest, "provides")
-        ]
-        used += [
-            (f"requires.{r}.interface", q["interface"]) for r, q in _items(manifest, "requires")
-        ]
-        for key, interface in used:
-            try:
-                self.definitions.interface(interface)
-            except ContractError as exc:
-                message = f"interface '{interface}' cannot be used: {exc}"
-                self.problems.append(Problem(manifest_file, message, module_id, key))
+        for section in ("provides", "requires"):
+            for item_id, item in manifest[section].items():
+                interface = item["interface"]
+                try:
+                    self.definitions.interface(interface)
+                except ContractError as exc:
+                    message = f"interface '{interface}' cannot be used: {exc}"
+                    key = f"{section}.{item_id}.interface"
+                    self.problems.append(Problem(manifest_file, message, module_id, key))
 
     def _parameters(
         self, module_id: str, body: JsonDict, manifest: JsonDict
@@ -620,10 +617,6 @@ def type_definitions_payload(
 ) -> dict[str, JsonDict]:
     """Type key (``/power_supply_DC``) -> ``data`` of its ``type_definitions/...`` topic."""
     return {key: definitions.type_file(key) for key in types_payload(config, definitions)}
-
-
-def _items(manifest: JsonDict, section: str) -> list[tuple[str, JsonDict]]:
-    return list(manifest[section].items())
 
 
 def _copy(value: Any) -> Any:

@@ -293,7 +293,7 @@ def test_config_value_of_the_wrong_type_is_reported(project: Project) -> None:
 
     key = "config_implementation.main.phases"
     assert_names(message, project.root / "config.yaml", "other", key)
-    assert "expected a integer" in message
+    assert "expected integer, got string 'three'" in message
 
 
 def test_float_for_an_integer_entry_is_reported(project: Project) -> None:
@@ -403,6 +403,18 @@ def test_manifest_default_that_breaks_its_own_schema_is_reported(project: Projec
 
     assert info.value.key == "provides.main.config.phases"
     assert str(project.root / "manifests" / "Supply.yaml") in str(info.value)
+
+
+def test_manifest_license_must_be_a_uri_as_the_cpp_format_checker_demands(
+    project: Project,
+) -> None:
+    bad = MANIFESTS["Supply"].replace("https://opensource.org/licenses/Apache-2.0", "Apache-2.0")
+    (project.root / "manifests" / "Supply.yaml").write_text(bad)
+
+    with pytest.raises(ConfigError) as info:
+        project.store.load("Supply")
+
+    assert info.value.key == "metadata.license"
 
 
 def test_missing_interface_names_the_manifest_module_and_key(project: Project) -> None:
