@@ -75,6 +75,8 @@ class PrivateBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         if self.workdir is not None:
             self.workdir.cleanup()
 

@@ -6,8 +6,10 @@ Python ``jsonschema`` package validates only, so ``apply_defaults`` reproduces t
 by hand: what a module receives as ``manifests/<Name>`` must equal the C++ manager's output
 byte for byte (``everest_manifests_DCSupplySimulator.json`` is the golden sample).
 
-Problems are collected as ``Problem`` values rather than raised one by one, because the
-boot check reports every mistake of a config in one go (``ConfigProblems``).
+``config_map`` checks config values against a manifest's config set, since that is the
+manifest's schema at work. Problems are collected as ``Problem`` values rather than raised
+one by one, because the boot check reports every mistake of a config in one go
+(``ConfigProblems``).
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class Module:
             topics = Topics(env.everest_prefix)
             config = request_module_config(transport, topics, env.module_id, config_timeout)
             root = contract or contract_root()
-            retained = fetch_retained(transport, topics, None, retained_timeout)
+            retained = fetch_retained(transport, topics, config.module_name, retained_timeout)
             dirs = ContractDirs.under(root)
             if retained is None:
                 log.info("no retained definitions from the manager; using %s", root)

@@ -159,12 +159,16 @@ class RetainedDefinitions:
 
 
 def fetch_retained(
-    transport: Transport, topics: Topics, needed_interfaces: list[str] | None, timeout: float
+    transport: Transport,
+    topics: Topics,
+    module_name: str,
+    timeout: float,
+    needed_interfaces: list[str] | None = None,
 ) -> RetainedDefinitions | None:
     """Read the manager's retained definitions, or None when none arrive in time.
 
-    Waits for the list topics (interfaces, types), then for every listed definition (or
-    just ``needed_interfaces`` when given). The manager clears these topics once every
+    Waits for the list topics (interfaces, types), our own manifest, then for every listed
+    definition (or just ``needed_interfaces`` when given). The manager clears these topics once every
     module is ready, so a module restarted later falls back to local definitions.
     """
     lock = threading.Condition()
@@ -195,6 +199,8 @@ def fetch_retained(
 
     def complete() -> bool:
         if "interfaces" not in lists or "types" not in lists:
+            return False
+        if module_name not in found.manifests:
             return False
         wanted = needed_interfaces if needed_interfaces is not None else lists["interfaces"]
         wanted = [w for w in wanted if w in lists["interfaces"]]
