@@ -167,9 +167,10 @@ def fetch_retained(
 ) -> RetainedDefinitions | None:
     """Read the manager's retained definitions, or None when none arrive in time.
 
-    Waits for the list topics (interfaces, types), our own manifest, then for every listed
-    definition (or just ``needed_interfaces`` when given). The manager clears these topics once every
-    module is ready, so a module restarted later falls back to local definitions.
+    Waits for the list topics (interfaces, types), our own manifest, then for every
+    listed definition (or just ``needed_interfaces`` when given). The manager clears these
+    topics once every module is ready, so a module restarted later falls back to local
+    definitions.
     """
     lock = threading.Condition()
     lists: dict[str, list[str]] = {}
