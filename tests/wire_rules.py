@@ -57,7 +57,8 @@ def violations(
         return [f"topic outside the EVerest prefix {prefix!r}"]
     path = topic[len(prefix) :]
     if RETAINED.match(path) and payload == b"":
-        return [] if retain else ["clearing a definition topic must be retained"]
+        # the manager clearing a definition; a live subscriber never sees the retain flag
+        return []
     problems: list[str] = []
     try:
         body = json.loads(payload, parse_constant=_reject_constant)
