@@ -188,3 +188,13 @@ def test_help_documents_every_command() -> None:
         sub_status, sub_output = run_to_end(command, "--help")
         assert sub_status == 0
         assert len(sub_output.splitlines()) > 3, sub_output
+
+
+@pytest.mark.parametrize("flag", [[], ["--embedded-broker"]], ids=["mosquitto", "embedded"])
+def test_demo_runs_on_its_own_private_broker(flag: list[str]) -> None:
+    """What `make demo` does: no --broker, so everkit starts one (Mosquitto or embedded)."""
+    status, output = run_to_end("run", "config/example.yaml", *flag)
+    assert status == 0, output
+    kind = "embedded" if flag else "mosquitto"
+    assert f"private {kind} broker on 127.0.0.1:" in output
+    assert "demo sequence complete" in output
