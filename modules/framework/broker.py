@@ -93,6 +93,23 @@ def mosquitto_config(port: int, host: str = "127.0.0.1", base: Path | None = Non
     return f"listener {port} {host}\n" + base.read_text(encoding="utf-8")
 
 
+def _spawn(
+    command: list[str],
+    kind: str,
+    address: BrokerAddress,
+    timeout: float,
+    workdir: tempfile.TemporaryDirectory[str] | None = None,
+) -> PrivateBroker:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    broker = PrivateBroker(address, kind, process, workdir)
+    try:
+        wait_listening(address, process, timeout)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
 def start_mosquitto(
     port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0
 ) -> PrivateBroker:
@@ -103,42 +120,17 @@ def start_mosquitto(
     workdir = tempfile.TemporaryDirectory(prefix="everkit-mosquitto-")
     conf = Path(workdir.name) / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, host), encoding="utf-8")
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    broker = PrivateBroker(BrokerAddress(host, port), "mosquitto", process, workdir)
-    try:
-        wait_listening(broker.address, process, timeout)
-    except BaseException:
-        broker.stop()
-        raise
-    return broker
+    address = BrokerAddress(host, port)
+    return _spawn([binary, "-c", str(conf)], "mosquitto", address, timeout, workdir)
 
 
 def start_embedded(
     port: int | None = None, host: str = "127.0.0.1", timeout: float = 10.0
 ) -> PrivateBroker:
     port = port or free_port(host)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "everkit.framework.embedded_broker",
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    broker = PrivateBroker(BrokerAddress(host, port), "embedded", process)
-    try:
-        wait_listening(broker.address, process, timeout)
-    except BaseException:
-        broker.stop()
-        raise
-    return broker
+    module = "everkit.framework.embedded_broker"
+    command = [sys.executable, "-m", module, "--host", host, "--port", str(port)]
+    return _spawn(command, "embedded", BrokerAddress(host, port), timeout)
 
 
 def start_private_broker(prefer_embedded: bool = False) -> PrivateBroker:
