@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """everkit framework latency and footprint, next to a raw paho-mqtt baseline.
 
-One run, one private Mosquitto (started here), five figures:
+One run, one private Mosquitto (started here), four figures:
 
 1. command round trip ``setExportVoltageCurrent`` through two ``Module`` objects (our
    in-process Manager, both modules standalone, validation on both sides), and the same bytes
@@ -205,7 +205,7 @@ class RawCommand:
         raw_subscribe(self.caller, self.response_topic)
 
     def _answer(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        client.publish(self.response_topic, self.replies[msg.payload], qos=2)
+        client.publish(self.response_topic, self.replies[bytes(msg.payload)], qos=2)
 
     def _result(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.payload == self.expected:
@@ -318,7 +318,8 @@ def _ignore(**_kwargs: Any) -> None:
 
 @contextmanager
 def framework_pair(broker: BrokerAddress, definitions: Definitions) -> Iterator[FrameworkPair]:
-    from tests.integration.harness import in_process_stack, start_module
+    # imported here: `tests` is importable only once REPO is on sys.path (set above)
+    from tests.integration.harness import in_process_stack, start_module  # noqa: PLC0415
 
     with (
         tempfile.TemporaryDirectory(prefix="everkit-bench-") as folder,
@@ -603,7 +604,8 @@ def run(iterations: int, warmup: int, validation_loops: int) -> dict[str, Any]:
         results["interpreter"] = interpreter_rss()
     finally:
         broker.stop()
-    results["targets"] = targets(*results["_cmd"], results["idle_module_rss"])
+    cmd_fw, cmd_raw = results["_cmd"]
+    results["targets"] = targets(cmd_fw, cmd_raw, results["idle_module_rss"])
     results["command_round_trip"] = {
         "framework": results["_cmd"][0].as_dict(),
         "raw_paho": results["_cmd"][1].as_dict(),
