@@ -88,13 +88,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"everkit run: invalid config, nothing started:\n{exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(f"{args.config}: valid ({len(config.modules)} modules)")
+        count = len(config.modules)
+        print(f"{args.config}: valid ({count} module{'s' * (count != 1)})")
         return 0
     private: PrivateBroker | None = None
     if args.broker:
         broker = BrokerAddress.parse(args.broker)
     else:
-        private = start_private_broker(prefer_embedded=args.embedded_broker)
+        try:
+            private = start_private_broker(prefer_embedded=args.embedded_broker)
+        except EverkitError as exc:
+            print(f"everkit run: cannot start a broker: {exc}", file=sys.stderr)
+            return 1
         broker = private.address
         log.info("private %s broker on %s", private.kind, broker)
     prefix = args.prefix or str(config.settings.get("mqtt_everest_prefix", "everest/"))
@@ -131,9 +136,13 @@ def cmd_install(args: argparse.Namespace) -> int:
     data_dir = prefix / "share" / "everest"
     environment = Path(sys.prefix)
     for name in sorted(available_modules()):
+        manifest = root / "manifests" / f"{name}.yaml"
+        if not manifest.is_file():
+            print(f"everkit install: module {name} has no manifest at {manifest}", file=sys.stderr)
+            return 1
         target = modules_dir / name
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / "manifests" / f"{name}.yaml", target / "manifest.yaml")
+        shutil.copyfile(manifest, target / "manifest.yaml")
         (target / "module.py").write_text(
             "# everkit launcher written by `everkit install`\n"
             f"from everkit.cli import run_module\nrun_module({name!r})\n",

@@ -100,7 +100,10 @@ def _spawn(
     timeout: float,
     workdir: tempfile.TemporaryDirectory[str] | None = None,
 ) -> PrivateBroker:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its own session: a terminal's Ctrl-C reaches the manager, which stops modules first
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     broker = PrivateBroker(address, kind, process, workdir)
     try:
         wait_listening(address, process, timeout)

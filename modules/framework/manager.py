@@ -44,6 +44,7 @@ from .runtime_config import (
     types_payload,
     with_directories,
 )
+from .signals import MainThreadWaiter
 from .trace import describe
 from .transport import BrokerAddress, Transport
 from .wire import MsgType, Topics, decode, encode, ready_payload
@@ -51,6 +52,8 @@ from .wire import MsgType, Topics, decode, encode, ready_payload
 log = logging.getLogger("everkit.manager")
 
 STOP_GRACE_S = 5.0
+#: EVerest requires EV_LOG_CONF_FILE to name an existing file, even for Python modules
+LOG_CONFIG = contract_root() / "config" / "logging.ini"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,8 +95,9 @@ class Manager:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if "prefix" not in self.config.settings:
-            self.config = with_directories(self.config, sys.prefix)
+        settings = self.config.settings
+        if not all(settings.get(k) for k in ("prefix", "etc_dir", "data_dir", "modules_dir")):
+            self.config = with_directories(self.config, settings.get("prefix") or sys.prefix)
         self.topics = Topics(self.prefix)
         self._transport = Transport(self.broker, client_id=f"everkit-manager-{os.getpid()}")
         self._retained: list[str] = []
@@ -101,6 +105,7 @@ class Manager:
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()
+        self._waiter: MainThreadWaiter | None = None
         self.global_ready = threading.Event()
 
     # start-up
@@ -216,12 +221,12 @@ class Manager:
         settings = self.config.settings
         defaults = {
             "EV_PREFIX": str(settings.get("prefix") or sys.prefix),
-            "EV_LOG_CONF_FILE": str(contract_root() / "config" / "logging.ini"),
-            "EV_MQTT_EVEREST_PREFIX": self.topics.prefix,
+            "EV_LOG_CONF_FILE": str(LOG_CONFIG),
             "EV_MQTT_EXTERNAL_PREFIX": str(settings.get("mqtt_external_prefix", "")),
         }
         for key, value in defaults.items():
             env.setdefault(key, value)
+        # unlike EVerest we overwrite it: a module on another prefix would never be ready
         env["EV_MQTT_EVEREST_PREFIX"] = self.topics.prefix
         env["EV_MQTT_BROKER_HOST"] = self.broker.host
         env["EV_MQTT_BROKER_PORT"] = str(self.broker.port)
@@ -239,13 +244,13 @@ class Manager:
                 start_new_session=True,  # Ctrl-C reaches the manager, which stops us in order
             )
         except OSError as exc:
-            self._events.put(("failed", (module_id, f"cannot start {command[0]}: {exc}")))
+            self._post("failed", (module_id, f"cannot start {command[0]}: {exc}"))
             return
         log.info("started module '%s' (%s) as pid %d", module_id, module_name, process.pid)
         child = _Child(module_id, module_name, process)
         self._children[module_id] = child
         threading.Thread(
-            target=lambda: self._events.put(("exit", (module_id, process.wait()))),
+            target=lambda: self._post("exit", (module_id, process.wait())),
             name=f"wait-{module_id}",
             daemon=True,
         ).start()
@@ -253,11 +258,30 @@ class Manager:
     # supervision
 
     def request_stop(self, reason: str) -> None:
-        self._events.put(("stop", reason))
+        self._post("stop", reason)
+
+    def _post(self, kind: str, detail: Any) -> None:
+        self._events.put((kind, detail))
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.wake()
+
+    def _wait_for_event(self) -> tuple[str, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return self._events.get()
+        names = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+        with MainThreadWaiter(
+            names, on_signal=lambda sig: self._events.put(("stop", f"{names[sig]} received"))
+        ) as waiter:
+            self._waiter = waiter
+            while self._events.empty():
+                waiter.wait()
+            self._waiter = None
+        return self._events.get()
 
     def supervise(self) -> Outcome:
         """Block until a module exits or a stop is requested; then stop everything."""
-        kind, detail = self._events.get()
+        kind, detail = self._wait_for_event()
         if kind == "exit":
             module_id, status = detail
             child = self._children[module_id]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import signal
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from .definitions import ContractDirs, Definitions, contract_root, load_yaml
 from .error_model import ActiveErrors, ErrorFactory, ErrorObject, Origin, WallClock
 from .errors import (
     CommandError,
+    CommandShutdown,
     CommandTimeout,
     ConfigError,
     ContractError,
@@ -49,6 +49,7 @@ from .session import (
     fetch_retained,
     request_module_config,
 )
+from .signals import MainThreadWaiter
 from .transport import Transport
 from .validation import InterfaceValidators, ValidatorCache
 from .wire import (
@@ -132,6 +133,7 @@ class Module:
         self._ready_callbacks: list[Callable[[], None]] = []
         self._ready = threading.Event()
         self._stopped = threading.Event()
+        self._waiter: MainThreadWaiter | None = None
         self._lock = threading.Lock()
         self._check_provided_interfaces()
         transport.subscribe(self.topics.global_ready, self._on_global_ready)
@@ -437,6 +439,8 @@ class Module:
         or everything of the implementation (``error_type=None``)."""
         if error_type is not None:
             self._impl_validators(impl_id).check_error_type(error_type)
+        else:
+            sub_type = None
         cleared = self._raised.clear(error_type, sub_type, origin=Origin(self.info.id, impl_id))
         for error in cleared:
             self._transport.publish(
@@ -560,13 +564,21 @@ class Module:
     def serve_forever(self) -> None:
         """Block until SIGTERM or SIGINT (or ``stop()``), then disconnect cleanly."""
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self._stopped.set())
-        self._stopped.wait()
+            with MainThreadWaiter(on_signal=lambda _sig: self._stopped.set()) as waiter:
+                self._waiter = waiter
+                while not self._stopped.is_set():
+                    waiter.wait()
+                self._waiter = None
+        else:
+            self._stopped.wait()
         self.close()
 
     def stop(self) -> None:
+        """Make ``serve_forever`` return; callable from any thread."""
         self._stopped.set()
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.wake()
 
     @property
     def stopped(self) -> threading.Event:
@@ -575,8 +587,9 @@ class Module:
 
     def close(self) -> None:
         self._stopped.set()
-        for future, _, _ in list(self._pending.values()):
-            future.cancel()
+        for future, _, cmd in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(CommandShutdown(f"module closed while '{cmd}' was pending"))
         self._pending.clear()
         self._transport.close()
 

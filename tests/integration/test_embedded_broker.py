@@ -304,6 +304,22 @@ def test_mqtt5_connect_is_refused(broker_port: int, caplog: pytest.LogCaptureFix
     assert any("protocol level 5" in r.getMessage() for r in caplog.records)
 
 
+def test_paho_mqtt5_client_sees_unsupported_protocol_version(broker_port: int) -> None:
+    results: queue.Queue[object] = queue.Queue()
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        protocol=mqtt.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    client.on_connect = lambda _c, _u, _f, reason, _p: results.put(reason)
+    client.connect("127.0.0.1", broker_port)
+    client.loop_start()
+    try:
+        assert str(results.get(timeout=TIMEOUT)) == "Unsupported protocol version"
+    finally:
+        client.loop_stop()
+
+
 def test_keepalive_expiry_disconnects_silent_client(broker_port: int) -> None:
     with raw_client(broker_port, keepalive=1) as sock:
         sock.sendall(b"\xc0\x00")  # PINGREQ

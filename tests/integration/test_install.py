@@ -4,6 +4,7 @@ the way EVerest starts Python modules (<dir>/.venv/bin/python3 <dir>/module.py +
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,5 +70,6 @@ def test_install_lays_out_modules_and_the_launcher_runs_under_everest_convention
         assert manager.global_ready.wait(30), "the installed module never became ready"
     finally:
         process.terminate()
-        assert process.wait(10) == 0
+        # 0 after a clean stop; -SIGTERM if the signal beat serve_forever's handler
+        assert process.wait(10) in (0, -signal.SIGTERM)
         manager.shutdown()

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from everkit.framework.definitions import contract_root
+from everkit.framework.manager import LOG_CONFIG
+
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -35,3 +38,9 @@ def test_shipped_mosquitto_config_sets_tcp_nodelay() -> None:
     assert mosquitto
     for conf in mosquitto:
         assert "set_tcp_nodelay true" in conf.read_text(), conf
+
+
+def test_the_log_config_handed_to_modules_exists() -> None:
+    """EVerest's modules refuse to start when EV_LOG_CONF_FILE names a missing file."""
+    assert contract_root() / "config" / "logging.ini" == LOG_CONFIG
+    assert LOG_CONFIG.is_file()
