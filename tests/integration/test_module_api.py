@@ -39,6 +39,11 @@ class Pair:
         self.release = threading.Event()
         self.release.set()
 
+    def subscriptions_active(self) -> None:
+        """A round trip from the requirer: the broker handles its packets in order, so
+        every SUBSCRIBE it sent before this call is in effect once the result is back."""
+        self.requirer.call_command("imd", "stop")
+
     def bind_default_handlers(self) -> None:
         p = self.provider
 
@@ -149,6 +154,7 @@ def test_vars_cross_the_bus_validated(pair: Pair) -> None:
     pair.requirer.subscribe_variable(
         "psu", "voltage_current", lambda v: (got.append(v), arrived.set())
     )
+    pair.subscriptions_active()
     pair.provider.publish_variable(
         "main", "voltage_current", {"voltage_V": 401.5, "current_A": 12.0}
     )
@@ -170,6 +176,7 @@ def test_bad_var_from_a_peer_is_dropped_with_one_log_line(
     pair.requirer.subscribe_variable(
         "psu", "voltage_current", lambda v: (got.append(v), good.set())
     )
+    pair.subscriptions_active()
     topic = f"{prefix}modules/provider/impl/main/var/voltage_current"
     with caplog.at_level(logging.WARNING):
         raw_client.publish(
@@ -270,12 +277,25 @@ def test_bad_arguments_from_a_peer_get_a_schema_validation_error_result(
     assert pair.calls == []
 
 
-def test_ready_callback_runs_once(pair: Pair, raw_client: RawClient, prefix: str) -> None:
+def test_a_repeated_global_ready_is_ignored(pair: Pair, raw_client: RawClient, prefix: str) -> None:
+    repeated = threading.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "requirer got GlobalReady again" in record.getMessage():
+                repeated.set()
+
     calls: list[int] = []
     pair.requirer._ready_callbacks.append(lambda: calls.append(1))
-    raw_client.publish(f"{prefix}ready", json.dumps({"msg_type": "GlobalReady", "data": True}))
-    pair.requirer.call_command("imd", "stop")  # round trip: the GlobalReady was processed
-    assert calls == []  # already ready: a repeated GlobalReady is ignored
+    logger = logging.getLogger("everkit.framework.module")
+    spy = Spy()
+    logger.addHandler(spy)
+    try:
+        raw_client.publish(f"{prefix}ready", json.dumps({"msg_type": "GlobalReady", "data": True}))
+        assert repeated.wait(WAIT)
+    finally:
+        logger.removeHandler(spy)
+    assert calls == []
 
 
 def test_every_message_obeys_the_wire_rules(pair: Pair, recorder: RawClient, prefix: str) -> None:
