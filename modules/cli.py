@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import __version__
 from .framework.broker import PrivateBroker, start_private_broker
-from .framework.definitions import Definitions, contract_root
+from .framework.definitions import Definitions, contract_root, load_yaml
 from .framework.errors import EverkitError
-from .framework.manager import Manager
+from .framework.manager import Manager, check_contract
 from .framework.manifests import ManifestStore
 from .framework.runtime_config import load_runtime_config
 from .framework.transport import BrokerAddress
@@ -84,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load_runtime_config(
             Path(args.config), manifests=manifests, definitions=definitions
         )
+        check_contract(config, definitions)
     except EverkitError as exc:
         print(f"everkit run: invalid config, nothing started:\n{exc}", file=sys.stderr)
         return 2
@@ -92,8 +93,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.config}: valid ({count} module{'s' * (count != 1)})")
         return 0
     private: PrivateBroker | None = None
+    # only a broker the file names itself counts: the schema fills in localhost:1883
+    written = (load_yaml(Path(args.config)) or {}).get("settings") or {}
     if args.broker:
         broker = BrokerAddress.parse(args.broker)
+    elif "mqtt_broker_host" in written or "mqtt_broker_port" in written:
+        # as EVerest's manager does: the config names the broker
+        broker = BrokerAddress(
+            str(config.settings["mqtt_broker_host"]), int(config.settings["mqtt_broker_port"])
+        )
     else:
         try:
             private = start_private_broker(prefer_embedded=args.embedded_broker)

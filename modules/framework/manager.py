@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .definitions import Definitions, contract_root, load_yaml
-from .errors import MessageParsingError
+from .errors import ConfigError, EverkitError, MessageParsingError
 from .runtime_config import (
     RuntimeConfig,
     error_response,
@@ -47,6 +47,7 @@ from .runtime_config import (
 from .signals import MainThreadWaiter
 from .trace import describe
 from .transport import BrokerAddress, Transport
+from .validation import ValidatorCache
 from .wire import MsgType, Topics, decode, encode, ready_payload
 
 log = logging.getLogger("everkit.manager")
@@ -314,6 +315,31 @@ class Manager:
         if self._retained and self._transport.connected:
             self.clear_definitions()
         self._transport.close()
+
+
+def check_contract(config: RuntimeConfig, definitions: Definitions) -> None:
+    """Compile every interface the config uses, as the C++ manager checks them at boot.
+
+    This resolves every ``$ref`` down to the type files, so a missing type stops the run
+    before anything starts instead of when a module first validates a value.
+    """
+    cache = ValidatorCache(definitions)
+    problems: list[str] = []
+    for module_id, entry in config.modules.items():
+        used = [(f"provides.{impl}.interface", iface) for impl, iface in entry.provides.items()]
+        used += [
+            (f"requires.{req}.interface", spec["interface"])
+            for req, spec in (entry.manifest.get("requires") or {}).items()
+        ]
+        for key, interface in used:
+            try:
+                cache[interface]
+            except EverkitError as exc:
+                problems.append(f"module '{module_id}', key '{key}': {exc}")
+    if problems:
+        raise ConfigError(
+            "the contract is incomplete:\n  " + "\n  ".join(problems), file=str(config.file)
+        )
 
 
 def _schemas_payload() -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,3 +199,35 @@ def test_demo_runs_on_its_own_private_broker(flag: list[str]) -> None:
     kind = "embedded" if flag else "mosquitto"
     assert f"private {kind} broker on 127.0.0.1:" in output
     assert "demo sequence complete" in output
+
+
+def test_a_missing_type_file_stops_the_run_at_boot(tmp_path: Path) -> None:
+    """Like the C++ manager, every interface in use is loaded and its $refs resolved
+    before anything starts."""
+    contract = tmp_path / "contract"
+    for folder in ("interfaces", "errors", "types", "manifests", "schemas"):
+        shutil.copytree(ROOT / folder, contract / folder)
+    (contract / "types" / "power_supply_DC.yaml").unlink()
+    status, output = run_to_end(
+        "run", "config/example.yaml", "--check", "--contract", str(contract)
+    )
+    assert status == 2, output
+    assert "module 'supply', key 'provides.main.interface'" in output
+    assert "power_supply_DC.yaml" in output
+
+
+def test_a_broker_named_in_the_config_settings_is_used(
+    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
+) -> None:
+    config = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+    config["settings"] = {
+        "mqtt_broker_host": broker.host,
+        "mqtt_broker_port": broker.port,
+        "mqtt_everest_prefix": prefix,
+    }
+    path = tmp_path / "named-broker.yaml"
+    path.write_text(yaml.safe_dump(config))
+    status, output = run_to_end("run", str(path))
+    assert status == 0, output
+    assert "private" not in output
+    recorder.on_topic(f"{prefix}ready")
