@@ -10,6 +10,7 @@ import pytest
 
 from everkit.framework.definitions import Definitions, contract_root, normalise_interface
 from everkit.framework.errors import ContractError
+from tests.conformance.test_contract_files import strip_descriptions
 
 UPSTREAM = Path(
     os.environ.get(
@@ -72,20 +73,9 @@ def test_our_contract_normalises_like_upstream_apart_from_descriptions() -> None
     ours = Definitions.from_dirs(contract_root())
     theirs = Definitions.from_dirs(UPSTREAM)
 
-    def without_error_text(node: object) -> object:
-        """Descriptions are ours; nested ones survive normalisation as in C++."""
-        if isinstance(node, dict):
-            return {
-                k: without_error_text(v)
-                for k, v in node.items()
-                if not (k == "description" and isinstance(v, str))
-            }
-        if isinstance(node, list):
-            return [without_error_text(v) for v in node]
-        return node
-
     for name in theirs.available_interfaces():
-        assert without_error_text(ours.interface(name).normalised) == without_error_text(
+        # descriptions are ours; nested ones survive normalisation, as in C++
+        assert strip_descriptions(ours.interface(name).normalised) == strip_descriptions(
             theirs.interface(name).normalised
         ), name
 
