@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..framework.error_model import Severity
 from . import codec
 from .codec import (
     Available,
@@ -39,7 +40,7 @@ from .codec import (
     Refused,
     Status,
 )
-from .status import DC_OFF, MODULE_FAULT, Severity, active_errors, is_set
+from .status import DC_OFF, MODULE_FAULT, active_errors, is_set
 
 COMM_FAULT = "power_supply_DC/CommunicationFault"
 MODULE_SILENT = "power_supply_DC/VendorWarning"
@@ -175,6 +176,10 @@ class DriverCore:
             raise SetpointRefused(
                 f"{voltage} V is above the modules' maximum of {caps['max_export_voltage_V']} V"
             )
+        if caps is not None and 0 < voltage < caps["min_export_voltage_V"]:
+            raise SetpointRefused(
+                f"{voltage} V is below the modules' minimum of {caps['min_export_voltage_V']} V"
+            )
         self.desired_voltage_V, self.desired_current_A = voltage, current
         return self._setpoint_frames(now) if self.desired_mode == "Export" else []
 
@@ -244,8 +249,9 @@ class DriverCore:
         if now >= self._next_publish:
             effects += self._publish_state(now)
             effects.append(Publish("voltage_current", self.voltage_current(now)))
-            self._next_publish = max(self._next_publish + self.config.publish_interval_s, now - 1.0)
-            if self._next_publish <= now:  # far behind (a stalled thread): restart the grid
+            # a fixed grid, so the rate does not drift with the tick's lateness
+            self._next_publish += self.config.publish_interval_s
+            if self._next_publish <= now:  # far behind (first tick, stalled thread): restart
                 self._next_publish = now + self.config.publish_interval_s
         return effects
 
@@ -326,8 +332,9 @@ class DriverCore:
         return [self._send(payload, address) for address in self.modules]
 
     def _setpoint_frames(self, now: float) -> list[Effect]:
-        per_module = self._per_module_setpoint(now)
-        return self._broadcast(OutputSetpoint.of(*per_module))
+        if self.desired_voltage_V <= 0:  # nothing asked yet (modules refuse 0 V anyway)
+            return []
+        return self._broadcast(OutputSetpoint.of(*self._per_module_setpoint(now)))
 
     def _per_module_setpoint(self, now: float) -> tuple[float, float]:
         """Same voltage for all, the current shared among the modules that answer."""
