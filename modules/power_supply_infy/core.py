@@ -154,17 +154,13 @@ class DriverCore:
         if mode == "Import":
             raise SetpointRefused("Infy REG modules cannot import (bidirectional: false)")
         self.desired_mode, self.desired_phase = mode, phase
-        effects: list[Effect] = []
         if mode == "Export":
             self._off_since = None
-            effects += self._setpoint_frames(now)
-            effects += self._broadcast(OnOff(on=True))
         else:  # Off and Fault both switch the outputs off
             self._off_since = now
-            effects += self._broadcast(OnOff(on=False))
             self._next_poll = now  # watch the current fall, at the fast off rate
         self._next_resend = now + self.config.resend_interval_s
-        return effects
+        return self._desired_state(now)
 
     def set_export(self, voltage: float, current: float, now: float) -> list[Effect]:
         if not (math.isfinite(voltage) and math.isfinite(current)):
@@ -327,14 +323,27 @@ class DriverCore:
     def _send(self, payload: codec.Payload, destination: int) -> Send:
         return Send(codec.encode(payload, destination, self.config.controller_address))
 
-    def _broadcast(self, payload: codec.Payload) -> list[Effect]:
-        """Unicast to every configured module: silent ones may come back at any time."""
-        return [self._send(payload, address) for address in self.modules]
+    def _sharing(self, now: float) -> list[int]:
+        """The modules that share the output: those answering, or all before any does."""
+        online = [m.address for m in self._online_modules(now)]
+        return online or list(self.modules)
 
     def _setpoint_frames(self, now: float) -> list[Effect]:
         if self.desired_voltage_V <= 0:  # nothing asked yet (modules refuse 0 V anyway)
             return []
-        return self._broadcast(OutputSetpoint.of(*self._per_module_setpoint(now)))
+        setpoint = OutputSetpoint.of(*self._per_module_setpoint(now))
+        return [self._send(setpoint, address) for address in self._sharing(now)]
+
+    def _desired_state(self, now: float) -> list[Effect]:
+        """The whole desired state, unicast to every configured module. A module outside
+        the current split is told to switch off: if it still hears us while it cannot
+        answer, it must not add its current to what the others were set to deliver."""
+        if self.desired_mode != "Export":
+            return [self._send(OnOff(on=False), address) for address in self.modules]
+        sharing = set(self._sharing(now))
+        effects = self._setpoint_frames(now)
+        effects += [self._send(OnOff(on=a in sharing), a) for a in self.modules]
+        return effects
 
     def _per_module_setpoint(self, now: float) -> tuple[float, float]:
         """Same voltage for all, the current shared among the modules that answer."""
@@ -344,8 +353,7 @@ class DriverCore:
             current = min(current, caps["max_export_current_A"])
             if voltage > 0:
                 current = min(current, caps["max_export_power_W"] / voltage)
-        sharing = max(1, len(self._online_modules(now)))
-        return voltage, max(current / sharing, self.config.min_current_A)
+        return voltage, max(current / len(self._sharing(now)), self.config.min_current_A)
 
     def _poll(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -368,9 +376,7 @@ class DriverCore:
         """The desired state again: keeps the modules' 10 s watchdog fed, and repairs a
         module that restarted or missed a frame."""
         self._next_resend = now + self.config.resend_interval_s
-        if self.desired_mode == "Export":
-            return [*self._setpoint_frames(now), *self._broadcast(OnOff(on=True))]
-        return self._broadcast(OnOff(on=False))
+        return self._desired_state(now)
 
     def _detect_silence(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -406,9 +412,7 @@ class DriverCore:
         """First answer after a CommunicationFault: replay the desired state."""
         self._replay_pending = True
         self._next_resend = now + self.config.resend_interval_s
-        if self.desired_mode == "Export":
-            return [*self._setpoint_frames(now), *self._broadcast(OnOff(on=True))]
-        return self._broadcast(OnOff(on=False))
+        return self._desired_state(now)
 
     def _membership(self, now: float) -> list[Effect]:
         """A module joining or leaving changes the current split and the capabilities."""
@@ -421,7 +425,7 @@ class DriverCore:
         if online != self._online:
             self._online = online
             if self.desired_mode == "Export" and not self.comm_fault:
-                effects += self._setpoint_frames(now)
+                effects += self._desired_state(now)
         return effects
 
     def _status_errors(self, module: ModuleState, status: Status) -> list[Effect]:
