@@ -69,6 +69,15 @@ class FrameId:
     error: int = ErrorCode.NORMAL
 
     def pack(self) -> int:
+        for name, value, bits in (
+            ("error", self.error, 3),
+            ("device", self.device, 4),
+            ("command", self.command, 6),
+            ("destination", self.destination, 8),
+            ("source", self.source, 8),
+        ):
+            if not 0 <= value < 1 << bits:
+                raise ValueError(f"{name} {value} does not fit {bits} bits")
         return (
             (self.error & 0x7) << 26
             | (self.device & 0xF) << 22
@@ -235,10 +244,19 @@ def _u16(value: int, name: str) -> bytes:
     return value.to_bytes(2, "big")
 
 
+def _u8(value: int, name: str, signed: bool = False) -> int:
+    low, high = (-128, 127) if signed else (0, 255)
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} does not fit a {'signed ' * signed}byte")
+    return value & 0xFF
+
+
 def payload_bytes(payload: Payload) -> tuple[int, bytes]:
-    """(command number, 8 data bytes) of a payload."""
+    """(command number, 8 data bytes) of a payload; ValueError for values out of range."""
     match payload:
         case Read(command):
+            if command not in READ_COMMANDS:
+                raise ValueError(f"{command!r} is not a read command")
             return command, bytes(FRAME_LENGTH)
         case OnOff(on):
             return Command.ON_OFF, bytes([0x00 if on else 0x01]) + bytes(7)
@@ -247,11 +265,19 @@ def payload_bytes(payload: Payload) -> tuple[int, bytes]:
             return command, _u32(mv, "voltage_mV") + _u32(ma, "current_mA")
         case Output(v, a, system):
             command = Command.READ_SYSTEM_OUTPUT if system else Command.READ_MODULE_OUTPUT
-            return command, struct.pack(">ff", v, a)
+            try:
+                return command, struct.pack(">ff", v, a)
+            except OverflowError:
+                raise ValueError(f"{v} V / {a} A do not fit float32") from None
         case Status(group, temp, t2, t1, t0):
-            return Command.READ_MODULE_STATUS, bytes(
-                [0, 0, group & 0xFF, 0, temp & 0xFF, t2 & 0xFF, t1 & 0xFF, t0 & 0xFF]
-            )
+            fields = [
+                _u8(group, "group"),
+                _u8(temp, "temperature_C", signed=True),
+                _u8(t2, "table2"),
+                _u8(t1, "table1"),
+                _u8(t0, "table0"),
+            ]
+            return Command.READ_MODULE_STATUS, bytes([0, 0, fields[0], 0, *fields[1:]])
         case Limits(vmax, vmin, imax, power):
             data = _u16(vmax, "max_voltage_V") + _u16(vmin, "min_voltage_V")
             return Command.READ_LIMITS, data + _u16(imax, "max_current_dA") + _u16(
@@ -261,7 +287,7 @@ def payload_bytes(payload: Payload) -> tuple[int, bytes]:
             data = _u16(v_ext, "external_voltage_dV") + _u16(i_avail, "available_current_dA")
             return Command.READ_AVAILABLE, data + bytes(4)
         case ModuleCount(count):
-            return Command.READ_MODULE_COUNT, bytes([0, 0, count & 0xFF]) + bytes(5)
+            return Command.READ_MODULE_COUNT, bytes([0, 0, _u8(count, "count")]) + bytes(5)
     raise TypeError(f"not a payload: {payload!r}")
 
 

@@ -1,0 +1,169 @@
+"""PyInfyPowerDC: binds the driver core to the framework and to a python-can bus."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import can
+
+from ..framework import ConfigError, HandlerException, Module
+from .core import ClearError, DriverConfig, DriverCore, Effect, Publish, RaiseError, SetpointRefused
+from .runner import DriverRunner
+from .simulator import CanSimulator, ModuleStack, SimulatedModule
+
+log = logging.getLogger("PyInfyPowerDC")
+IMPL = "main"
+
+
+def parse_addresses(text: str) -> tuple[int, ...]:
+    try:
+        addresses = tuple(int(part, 0) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(
+            f"module_addresses must be comma-separated numbers, got {text!r}"
+        ) from None
+    return addresses
+
+
+def driver_config(cfg: dict[str, Any]) -> DriverConfig:
+    return DriverConfig(
+        module_addresses=parse_addresses(str(cfg["module_addresses"])),
+        controller_address=int(cfg["controller_address"]),
+        safe_off_current_A=float(cfg["safe_off_current_A"]),
+        off_timeout_s=cfg["off_timeout_ms"] / 1000,
+        comm_fault_timeout_s=cfg["comm_fault_timeout_ms"] / 1000,
+        module_timeout_s=cfg["module_timeout_ms"] / 1000,
+        publish_interval_s=cfg["publish_interval_ms"] / 1000,
+        poll_interval_s=cfg["poll_interval_ms"] / 1000,
+        resend_interval_s=cfg["resend_interval_ms"] / 1000,
+        min_current_A=float(cfg["min_current_A"]),
+        current_regulation_tolerance_A=float(cfg["current_regulation_tolerance_A"]),
+        peak_current_ripple_A=float(cfg["peak_current_ripple_A"]),
+    )
+
+
+class EffectsToBus:
+    """Carries vars and errors to the framework; holds them until GlobalReady, because a
+    var published before the requirers subscribed is lost (EVerest's convention)."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.errors = module.error_factory(IMPL)
+        self._held: list[Effect] = []
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def __call__(self, effect: Effect) -> None:
+        with self._lock:
+            if not self._ready:
+                self._held.append(effect)
+                return
+        self._apply(effect)
+
+    def ready(self) -> None:
+        with self._lock:
+            held, self._held, self._ready = self._held, [], True
+        latest: dict[str, Publish] = {}
+        for effect in held:
+            if isinstance(effect, Publish):
+                latest[effect.var] = effect  # only the newest value of each var matters
+            else:
+                self._apply(effect)
+        for effect in latest.values():
+            self._apply(effect)
+
+    def _apply(self, effect: Effect) -> None:
+        if isinstance(effect, Publish):
+            self.module.publish_variable(IMPL, effect.var, effect.value)
+        elif isinstance(effect, RaiseError):
+            error = self.errors.create(
+                effect.error_type, effect.sub_type, effect.message, effect.severity
+            )
+            self.module.raise_error(IMPL, error)
+        elif isinstance(effect, ClearError):
+            self.module.clear_error(IMPL, effect.error_type, effect.sub_type)
+
+
+class InfyPowerSupply:
+    """The command handlers: thin calls into the core through the runner."""
+
+    def __init__(self, module: Module, runner: DriverRunner, config: DriverConfig) -> None:
+        self.runner = runner
+        self.core = runner.core
+        self.config = config
+        module.implement_command(IMPL, "setMode", self.set_mode)
+        module.implement_command(IMPL, "setExportVoltageCurrent", self.set_export)
+        module.implement_command(IMPL, "setImportVoltageCurrent", self.set_import)
+
+    def _run(self, method: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.runner.command(method, *args)
+        except SetpointRefused as exc:
+            raise HandlerException(str(exc)) from None
+
+    def set_mode(self, mode: str, phase: str) -> None:
+        self._run(self.core.set_mode, mode, phase)
+        if mode != "Export":
+            # guideline 3: return once the current is safe, never later than the bound
+            limit = self.config.off_timeout_s + self.config.poll_interval_s
+            if not self.runner.wait_until(self.core.off_settled, limit):
+                log.warning("setMode(%s): current not seen below the safe value in time", mode)
+
+    def set_export(self, voltage: float, current: float) -> None:
+        self._run(self.core.set_export, voltage, current)
+
+    def set_import(self, voltage: float, current: float) -> None:
+        self._run(self.core.set_import, voltage, current)
+
+
+def open_bus(cfg: dict[str, Any]) -> can.BusABC:
+    kwargs: dict[str, Any] = {"interface": cfg["can_interface"], "channel": cfg["can_channel"]}
+    if cfg["can_interface"] not in ("socketcan", "virtual"):
+        kwargs["bitrate"] = int(cfg["can_bitrate"])  # socketcan takes it from `ip link`
+    return can.Bus(**kwargs)
+
+
+def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimulator:
+    """Simulated modules on the driver's own virtual channel: frames still cross a bus."""
+    if cfg["can_interface"] != "virtual":
+        raise ValueError("simulate_modules needs can_interface: virtual")
+    modules = [
+        SimulatedModule(
+            address,
+            max_voltage_V=cfg["sim_max_voltage_V"],
+            min_voltage_V=cfg["sim_min_voltage_V"],
+            max_current_A=cfg["sim_max_current_A"],
+            rated_power_W=cfg["sim_rated_power_W"],
+        )
+        for address in addresses
+    ]
+    bus = can.Bus(interface="virtual", channel=cfg["can_channel"])
+    simulator = CanSimulator(bus, ModuleStack(modules))
+    simulator.start()
+    return simulator
+
+
+def main() -> None:
+    module = Module.start()
+    cfg = module.impl_config(IMPL)
+    try:
+        config = driver_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc), module=module.info.id, key=f"{IMPL}.module_addresses") from None
+    simulator = host_simulator(cfg, config.module_addresses) if cfg["simulate_modules"] else None
+    bus = open_bus(cfg)
+    sink = EffectsToBus(module)
+    runner = DriverRunner(DriverCore(config), bus, sink)
+    InfyPowerSupply(module, runner, config)
+    runner.start()
+    module.init_done(sink.ready)
+    try:
+        module.serve_forever()
+    finally:
+        runner.stop()
+        bus.shutdown()
+        if simulator is not None:
+            simulator.stop()
