@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import can
@@ -146,24 +147,48 @@ def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimula
     return simulator
 
 
+@dataclass
+class PyInfyPowerDC:
+    """Everything one driver instance owns."""
+
+    module: Module
+    runner: DriverRunner
+    bus: can.BusABC
+    sink: EffectsToBus
+    simulator: CanSimulator | None
+
+    @classmethod
+    def attach(cls, module: Module) -> PyInfyPowerDC:
+        """Build the driver for ``module``'s config, register its handlers, start it."""
+        cfg = module.impl_config(IMPL)
+        try:
+            config = driver_config(cfg)
+        except ValueError as exc:
+            raise ConfigError(
+                str(exc), module=module.info.id, key=f"{IMPL}.module_addresses"
+            ) from None
+        simulator = (
+            host_simulator(cfg, config.module_addresses) if cfg["simulate_modules"] else None
+        )
+        bus = open_bus(cfg)
+        sink = EffectsToBus(module)
+        runner = DriverRunner(DriverCore(config), bus, sink)
+        InfyPowerSupply(module, runner, config)
+        runner.start()
+        return cls(module, runner, bus, sink, simulator)
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.bus.shutdown()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+
 def main() -> None:
     module = Module.start()
-    cfg = module.impl_config(IMPL)
-    try:
-        config = driver_config(cfg)
-    except ValueError as exc:
-        raise ConfigError(str(exc), module=module.info.id, key=f"{IMPL}.module_addresses") from None
-    simulator = host_simulator(cfg, config.module_addresses) if cfg["simulate_modules"] else None
-    bus = open_bus(cfg)
-    sink = EffectsToBus(module)
-    runner = DriverRunner(DriverCore(config), bus, sink)
-    InfyPowerSupply(module, runner, config)
-    runner.start()
-    module.init_done(sink.ready)
+    driver = PyInfyPowerDC.attach(module)
+    module.init_done(driver.sink.ready)
     try:
         module.serve_forever()
     finally:
-        runner.stop()
-        bus.shutdown()
-        if simulator is not None:
-            simulator.stop()
+        driver.close()

@@ -51,22 +51,30 @@ TEST_CONFIG = {
 }
 
 
-def write_test_config(folder: Path) -> Path:
-    manifests = folder / "manifests"
-    manifests.mkdir(exist_ok=True)
-    for name, manifest in TEST_MANIFESTS.items():
-        (manifests / f"{name}.yaml").write_text(yaml.safe_dump(manifest))
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump(TEST_CONFIG))
-    return config
+def write_test_config(
+    folder: Path,
+    config: dict[str, Any] | None = None,
+    manifests: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    manifest_dir = folder / "manifests"
+    manifest_dir.mkdir(exist_ok=True)
+    for name, manifest in (TEST_MANIFESTS if manifests is None else manifests).items():
+        (manifest_dir / f"{name}.yaml").write_text(yaml.safe_dump(manifest))
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(TEST_CONFIG if config is None else config))
+    return path
 
 
 @contextmanager
 def in_process_stack(
-    broker: BrokerAddress, prefix: str, folder: Path
+    broker: BrokerAddress,
+    prefix: str,
+    folder: Path,
+    config: dict[str, Any] | None = None,
+    manifests: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[tuple[Manager, dict[str, Module]]]:
     """Start the manager; yield it and a dict the test fills with started modules."""
-    config_file = write_test_config(folder)
+    config_file = write_test_config(folder, config, manifests)
     definitions = Definitions.from_dirs(contract_root())
     store = ManifestStore([folder / "manifests", contract_root() / "manifests"])
     config = load_runtime_config(config_file, manifests=store, definitions=definitions)
