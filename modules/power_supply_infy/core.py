@@ -252,7 +252,12 @@ class DriverCore:
         return effects
 
     def next_deadline(self) -> float:
-        return min(self._next_poll, self._next_resend, self._next_publish)
+        deadlines = [self._next_poll, self._next_resend, self._next_publish]
+        reference = self._last_answer if self._last_answer is not None else self._started_at
+        if not self.comm_fault and reference is not None:
+            # wake exactly when the silence becomes a fault, not at the next poll
+            deadlines.append(reference + self.config.comm_fault_timeout_s + 1e-3)
+        return min(deadlines)
 
     # guideline 3
 
