@@ -33,6 +33,7 @@ test: $(STAMP) lint typecheck
 bench: $(STAMP)
 	@tools/ensure-mosquitto
 	$(BIN)/python bench/framework_roundtrip.py
+	$(BIN)/python bench/psu_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
