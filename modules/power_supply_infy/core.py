@@ -75,6 +75,12 @@ class DriverConfig:
                 raise ValueError(f"module address {address} is outside 0..62")
         if len(set(self.module_addresses)) != len(self.module_addresses):
             raise ValueError("module addresses repeat")
+        if self.comm_fault_timeout_s < 2 * self.poll_interval_s:
+            # a fault would be raised and cleared between two polls of a healthy bus
+            raise ValueError(
+                f"comm_fault_timeout ({self.comm_fault_timeout_s:g} s) must be at least twice "
+                f"the poll interval ({self.poll_interval_s:g} s)"
+            )
 
 
 # effects
@@ -267,6 +273,12 @@ class DriverCore:
             return True
         if self.comm_fault or now - self._off_since >= self.config.off_timeout_s:
             return True
+        return self.off_current_safe(now)
+
+    def off_current_safe(self, now: float) -> bool:
+        """Fresh readings (taken after the Off) show a summed current below the threshold."""
+        if self._off_since is None:
+            return True
         online = self._online_modules(now)
         if not online:
             return True
@@ -286,10 +298,11 @@ class DriverCore:
         current = 0.0
         power = 0.0
         for module, lim in zip(known, limits, strict=True):
-            rated = lim.max_current_A
-            available = rated if module.available_A is None else min(rated, module.available_A)
+            available = self._available_A(module) or 0.0
             current += available
-            power += lim.rated_power_W * (available / rated if rated else 0.0)
+            power += lim.rated_power_W * (
+                available / lim.max_current_A if lim.max_current_A else 0.0
+            )
         return {
             "bidirectional": False,
             "current_regulation_tolerance_A": self.config.current_regulation_tolerance_A,
@@ -309,7 +322,7 @@ class DriverCore:
         ]
         return {
             "voltage_V": max((m.voltage_V for m in modules), default=0.0),
-            "current_A": sum(m.current_A for m in modules),
+            "current_A": sum((m.current_A for m in modules), 0.0),
         }
 
     def aggregate_mode(self, now: float) -> str:
@@ -336,8 +349,10 @@ class DriverCore:
     def _setpoint_frames(self, now: float) -> list[Effect]:
         if self.desired_voltage_V <= 0:  # nothing asked yet (modules refuse 0 V anyway)
             return []
-        setpoint = OutputSetpoint.of(*self._per_module_setpoint(now))
-        return [self._send(setpoint, address) for address in self._sharing(now)]
+        return [
+            self._send(OutputSetpoint.of(self.desired_voltage_V, current), address)
+            for address, current in self._current_split(now).items()
+        ]
 
     def _desired_state(self, now: float) -> list[Effect]:
         """The whole desired state, unicast to every configured module. A module outside
@@ -350,19 +365,39 @@ class DriverCore:
         effects += [self._send(OnOff(on=a in sharing), a) for a in self.modules]
         return effects
 
-    def _per_module_setpoint(self, now: float) -> tuple[float, float]:
-        """Same voltage for all, the current shared among the modules that answer."""
+    def _current_split(self, now: float) -> dict[int, float]:
+        """Module -> current: the clamped total shared in proportion to what each module
+        can give now (its limit, lowered while derating); evenly while that is unknown."""
         voltage, current = self.desired_voltage_V, self.desired_current_A
         caps = self.capabilities(now)
         if caps is not None:
             current = min(current, caps["max_export_current_A"])
             if voltage > 0:
                 current = min(current, caps["max_export_power_W"] / voltage)
-        return voltage, max(current / len(self._sharing(now)), self.config.min_current_A)
+        sharing = self._sharing(now)
+        weights = {a: self._available_A(self.modules[a]) for a in sharing}
+        if any(w is None for w in weights.values()) or not sum(w or 0.0 for w in weights.values()):
+            weights = dict.fromkeys(sharing, 1.0)
+        total = sum(w or 0.0 for w in weights.values())
+        return {
+            a: max(current * (w or 0.0) / total, self.config.min_current_A)
+            for a, w in weights.items()
+        }
+
+    @staticmethod
+    def _available_A(module: ModuleState) -> float | None:
+        if module.limits is None:
+            return None
+        rated = module.limits.max_current_A
+        return rated if module.available_A is None else min(rated, module.available_A)
 
     def _poll(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         self._poll_round += 1
+        waiting_off = self._off_since is not None and not self.off_settled(now)
+        if waiting_off:  # fast, but only what the off-wait needs: bus load stays low
+            self._next_poll = now + self.config.off_poll_interval_s
+            return [self._send(Read(Command.READ_MODULE_OUTPUT), a) for a in self.modules]
         for address, module in self.modules.items():
             effects.append(self._send(Read(Command.READ_MODULE_OUTPUT), address))
             effects.append(self._send(Read(Command.READ_MODULE_STATUS), address))
@@ -372,9 +407,7 @@ class DriverCore:
                 effects.append(self._send(Read(Command.READ_LIMITS), address))
         if now >= self._next_limits:
             self._next_limits = now + self.config.limits_poll_interval_s
-        waiting_off = self._off_since is not None and not self.off_settled(now)
-        interval = self.config.off_poll_interval_s if waiting_off else self.config.poll_interval_s
-        self._next_poll = now + interval
+        self._next_poll = now + self.config.poll_interval_s
         return effects
 
     def _resend(self, now: float) -> list[Effect]:
@@ -398,16 +431,16 @@ class DriverCore:
                 RaiseError(COMM_FAULT, "", f"no answer from any module for {silent}", Severity.HIGH)
             )
         for module in self.modules.values():
-            late = module.last_seen is not None and (
-                now - module.last_seen > self.config.comm_fault_timeout_s
-            )
+            heard = module.last_seen if module.last_seen is not None else self._started_at
+            late = heard is not None and now - heard > self.config.comm_fault_timeout_s
             if late and not module.silent_warning and not self.comm_fault:
                 module.silent_warning = True
+                what = "stopped answering" if module.last_seen is not None else "never answered"
                 effects.append(
                     RaiseError(
                         MODULE_SILENT,
-                        _sub_type(module.address),
-                        f"module {module.address} stopped answering",
+                        _silent_sub_type(module.address),
+                        f"module {module.address} {what}",
                         Severity.MEDIUM,
                     )
                 )
@@ -425,7 +458,7 @@ class DriverCore:
         for module in self.modules.values():
             if module.silent_warning and module.online(now, self.config.comm_fault_timeout_s):
                 module.silent_warning = False
-                effects.append(ClearError(MODULE_SILENT, _sub_type(module.address)))
+                effects.append(ClearError(MODULE_SILENT, _silent_sub_type(module.address)))
         online = frozenset(m.address for m in self._online_modules(now))
         if online != self._online:
             self._online = online
@@ -462,3 +495,8 @@ class DriverCore:
 
 def _sub_type(address: int) -> str:
     return f"module {address}"
+
+
+def _silent_sub_type(address: int) -> str:
+    """Apart from the module's own status warnings, which share the VendorWarning type."""
+    return f"module {address} silent"

@@ -110,8 +110,15 @@ class InfyPowerSupply:
         if mode != "Export":
             # guideline 3: return once the current is safe, never later than the bound
             limit = self.config.off_timeout_s + self.config.poll_interval_s
-            if not self.runner.wait_until(self.core.off_settled, limit):
-                log.warning("setMode(%s): current not seen below the safe value in time", mode)
+            self.runner.wait_until(self.core.off_settled, limit)
+            if not self.runner.query(self.core.off_current_safe) and not self.core.comm_fault:
+                log.warning(
+                    "setMode(%s) returns after %g s without seeing the current fall below "
+                    "%g A: relays may open under load",
+                    mode,
+                    self.config.off_timeout_s,
+                    self.config.safe_off_current_A,
+                )
 
     def set_export(self, voltage: float, current: float) -> None:
         self._run(self.core.set_export, voltage, current)
@@ -129,8 +136,6 @@ def open_bus(cfg: dict[str, Any]) -> can.BusABC:
 
 def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimulator:
     """Simulated modules on the driver's own virtual channel: frames still cross a bus."""
-    if cfg["can_interface"] != "virtual":
-        raise ValueError("simulate_modules needs can_interface: virtual")
     modules = [
         SimulatedModule(
             address,
@@ -156,21 +161,36 @@ class PyInfyPowerDC:
     bus: can.BusABC
     sink: EffectsToBus
     simulator: CanSimulator | None
+    closed: bool = False
 
     @classmethod
     def attach(cls, module: Module) -> PyInfyPowerDC:
         """Build the driver for ``module``'s config, register its handlers, start it."""
         cfg = module.impl_config(IMPL)
+        where = {"module": module.info.id}
         try:
             config = driver_config(cfg)
         except ValueError as exc:
+            raise ConfigError(str(exc), key=f"config_implementation.{IMPL}", **where) from None
+        if cfg["simulate_modules"] and cfg["can_interface"] != "virtual":
             raise ConfigError(
-                str(exc), module=module.info.id, key=f"{IMPL}.module_addresses"
-            ) from None
+                "simulate_modules needs can_interface: virtual",
+                key=f"config_implementation.{IMPL}.simulate_modules",
+                **where,
+            )
         simulator = (
             host_simulator(cfg, config.module_addresses) if cfg["simulate_modules"] else None
         )
-        bus = open_bus(cfg)
+        try:
+            bus = open_bus(cfg)
+        except (OSError, can.CanError, ValueError) as exc:
+            if simulator is not None:
+                simulator.stop()
+            raise ConfigError(
+                f"cannot open CAN {cfg['can_interface']} channel {cfg['can_channel']!r}: {exc}",
+                key=f"config_implementation.{IMPL}.can_interface",
+                **where,
+            ) from None
         sink = EffectsToBus(module)
         runner = DriverRunner(DriverCore(config), bus, sink)
         InfyPowerSupply(module, runner, config)
@@ -178,6 +198,15 @@ class PyInfyPowerDC:
         return cls(module, runner, bus, sink, simulator)
 
     def close(self) -> None:
+        """Switch the modules off before letting go of them: their own watchdog would keep
+        the output on for another 10 s."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.runner.command(self.runner.core.set_mode, "Off", "Other")
+        except Exception:  # shutting down anyway; the watchdog is the last line
+            log.exception("could not send Off on shutdown")
         self.runner.stop()
         self.bus.shutdown()
         if self.simulator is not None:

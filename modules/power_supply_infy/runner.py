@@ -62,6 +62,11 @@ class DriverRunner:
             self._carry_out(method(*args, self._clock()))
             self._changed.notify_all()  # deadlines may have moved
 
+    def query(self, question: Callable[[float], bool]) -> bool:
+        """Ask the core something at the current time, between events."""
+        with self._changed:
+            return question(self._clock())
+
     def wait_until(self, settled: Callable[[float], bool], limit_s: float) -> bool:
         """Block until ``settled(now)`` holds (re-checked after each event) or the limit."""
         deadline = self._clock() + limit_s

@@ -262,3 +262,16 @@ def test_a_module_fault_raises_an_error_for_that_module_only(psu: PsuStack) -> N
     assert error.severity.value == "High"
     psu.simulated(2).clear_status(hot)
     psu.seen.wait(lambda: any(e.type.endswith("OverTemperature") for _, e in psu.seen.cleared))
+
+
+def test_closing_the_driver_switches_the_modules_off(psu: PsuStack) -> None:
+    """Infy modules keep their output for 10 s without a controller: tell them first."""
+    export(psu, 400.0, 20.0)
+    psu.can.wait_for(Command.SET_MODULE_OUTPUT, 0.0)
+    closing = time.monotonic()
+    psu.driver.close()
+    offs = psu.can.wait_for(Command.ON_OFF, closing)
+    assert {(d.id.destination, d.payload) for _, d in offs} >= {
+        (1, codec.OnOff(on=False)),
+        (2, codec.OnOff(on=False)),
+    }

@@ -108,3 +108,35 @@ def test_driver_process_serves_a_peer_over_mqtt(
         process.terminate()
         output, _ = process.communicate(timeout=30)
     assert "SIGTERM received" in output, output
+
+
+def test_a_can_setup_error_stops_the_module_with_a_clear_message(
+    tmp_path: Path, broker: BrokerAddress, prefix: str
+) -> None:
+    config = yaml.safe_load((ROOT / "config" / "psu-sil.yaml").read_text())
+    config["active_modules"]["psu"]["config_implementation"]["main"]["can_interface"] = "socketcan"
+    path = tmp_path / "bad-can.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "everkit",
+            "run",
+            str(path),
+            "--broker",
+            str(broker),
+            "--prefix",
+            prefix,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "module 'psu', key 'config_implementation.main.simulate_modules'" in output
+    assert "simulate_modules needs can_interface: virtual" in output
+    assert "Traceback" not in output
