@@ -1,0 +1,221 @@
+"""PyEvseManager's charging core through whole DC sessions, with a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+
+from everkit.evse_manager.core import CABLE_CHECK_FAULT, INOPERATIVE
+from everkit.evse_manager.effects import Call, ClearError, RaiseError
+from everkit.evse_manager.table import State
+from everkit.framework.error_model import Severity
+from tests.unit.evse_world import World
+
+ENERGY = {"valid_for": 60, "limits_root_side": {"total_power_W": 50000.0}}
+
+
+def started_world(**config: object) -> World:
+    world = World.make(**config)
+    world.feed(world.core.enforce_limits(ENERGY, world.now))
+    return world
+
+
+def test_a_full_dc_session_publishes_everest_session_events_in_order() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    assert world.core.state == State.CHARGING
+    world.ev_stops()
+    assert world.core.state == State.CHARGING_PAUSED_EV
+    world.cp("A")
+    world.step()
+    assert world.core.state == State.IDLE
+    assert world.events() == [
+        "Enabled",
+        "SessionStarted",
+        "AuthRequired",
+        "Authorized",
+        "TransactionStarted",
+        "PrepareCharging",
+        "ChargingStarted",
+        "StoppingCharging",
+        "ChargingPausedEV",
+        "StoppingCharging",
+        "ChargingFinished",
+        "TransactionFinished",
+        "SessionFinished",
+    ]
+    finished = next(e for _, e in world.log if getattr(e, "event", "") == "TransactionFinished")
+    assert finished.details["transaction_finished"]["reason"] == "EVDisconnected"
+
+
+def test_cable_check_follows_everest_steps() -> None:
+    """Wait < 60 V, close relays in C, test voltage at 2 A, IMD self-test, measure, ramp
+    down, then report (reference 1.6 step 5)."""
+    world = started_world()
+    world.plug_in_and_authorize(max_voltage=450.0)
+    world.through_cable_check()
+    calls = [
+        (c.requirement, c.cmd, c.args)
+        for c in world.calls()
+        if c.requirement != "hlc" or "dc_present" not in c.cmd
+    ]
+    names = [(r, c) for r, c, _ in calls]
+    order = [
+        ("bsp", "allow_power_on"),
+        ("powersupply_DC", "setExportVoltageCurrent"),
+        ("powersupply_DC", "setMode"),
+        ("imd", "start_self_test"),
+        ("imd", "start"),
+        ("hlc", "update_isolation_status"),
+        ("powersupply_DC", "setMode"),
+        ("hlc", "cable_check_finished"),
+    ]
+    positions = [names.index(step, names.index(order[0])) for step in order[:1]]
+    cursor = positions[0]
+    for step in order[1:]:
+        cursor = names.index(step, cursor + 1)
+    test_setpoint = world.calls("powersupply_DC", "setExportVoltageCurrent")[0].args
+    assert test_setpoint == {"voltage": 500.0, "current": 2.0}  # min(450 + 50, 500)
+    assert world.calls("hlc", "cable_check_finished")[-1].args == {"status": True}
+    assert world.calls("bsp", "allow_power_on")[0].args["value"]["reason"] == "DCCableCheck"
+
+
+def test_low_insulation_fails_the_cable_check_and_raises_mrec11() -> None:
+    world = started_world()
+    world.resistance_ohm = 50_000.0
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    assert world.calls("hlc", "cable_check_finished")[-1].args == {"status": False}
+    raised = [e.error_type for _, e in world.log if isinstance(e, RaiseError)]
+    assert CABLE_CHECK_FAULT in raised
+    assert INOPERATIVE in raised
+    assert world.psu_mode == "Off"
+
+
+def test_current_demand_is_clamped_and_ramped() -> None:
+    world = started_world(dc_ramp_ampere_per_second=25.0)
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=300.0)  # EV asks 300 A; it allows 200; 50 kW / 390 V
+    currents = [c.args["current"] for c in world.calls("powersupply_DC", "setExportVoltageCurrent")]
+    charging = currents[currents.index(2.0) + 1 :]
+    increases = [b - a for a, b in itertools.pairwise(charging)]
+    assert max(increases) <= 25.0 * 0.25 + 1e-6, "increases ramp at 25 A/s"
+    assert max(charging) <= 50000.0 / 390.0 + 1e-6
+
+
+def test_without_energy_limits_the_current_is_zero() -> None:
+    world = World.make()  # no enforce_limits ever
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=100.0)
+    currents = [c.args["current"] for c in world.calls("powersupply_DC", "setExportVoltageCurrent")]
+    assert currents[-1] == 0.0
+
+
+def test_an_expired_energy_limit_means_zero_current_not_the_last_value() -> None:
+    world = World.make()
+    world.feed(
+        world.core.enforce_limits(
+            {"valid_for": 8, "limits_root_side": {"total_power_W": 50000.0}}, world.now
+        )
+    )
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=100.0)
+    world.run(10.0)  # the budget lapses
+    world.hlc(
+        "dc_ev_target_voltage_current",
+        {"dc_ev_target_voltage": 390.0, "dc_ev_target_current": 100.0},
+    )
+    currents = [c.args["current"] for c in world.calls("powersupply_DC", "setExportVoltageCurrent")]
+    assert currents[-1] == 0.0
+
+
+def test_a_high_severity_error_switches_off_then_opens_relays_at_once() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    mark = len(world.log)
+    world.feed(
+        world.core.on_error(
+            "powersupply_DC",
+            "power_supply_DC/OverTemperature",
+            "module 1",
+            Severity.HIGH,
+            active=True,
+            now=world.now,
+        )
+    )
+    after = [e for _, e in world.log[mark:] if isinstance(e, Call)]
+    kinds = [(c.requirement, c.cmd) for c in after]
+    assert kinds.index(("powersupply_DC", "setMode")) < kinds.index(("bsp", "allow_power_on"))
+    assert after[kinds.index(("powersupply_DC", "setMode"))].args["mode"] == "Off"
+    assert ("hlc", "send_error") in kinds
+    world.step()
+    assert world.core.state == State.CHARGING_PAUSED_EVSE
+    world.feed(
+        world.core.on_error(
+            "powersupply_DC",
+            "power_supply_DC/OverTemperature",
+            "module 1",
+            Severity.HIGH,
+            active=False,
+            now=world.now,
+        )
+    )
+    assert any(isinstance(e, ClearError) and e.error_type == INOPERATIVE for _, e in world.log)
+
+
+def test_vendor_warnings_do_not_stop_charging() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    world.feed(
+        world.core.on_error(
+            "powersupply_DC",
+            "power_supply_DC/VendorWarning",
+            "module 2 silent",
+            Severity.MEDIUM,
+            active=True,
+            now=world.now,
+        )
+    )
+    world.step()
+    assert world.core.state == State.CHARGING
+
+
+def test_stop_transaction_asks_the_car_to_stop_and_finishes() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    world.feed(world.core.stop_transaction("Remote", world.now))
+    assert world.calls("hlc", "stop_charging")[-1].args == {"stop": True}
+    world.ev_stops()
+    assert world.core.state == State.FINISHED
+    assert world.events()[-3:] == ["StoppingCharging", "ChargingFinished", "TransactionFinished"]
+    world.cp("A")
+    assert world.events()[-1] == "SessionFinished"
+
+
+def test_unplug_during_charging_switches_off_before_opening_relays() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    mark = len(world.log)
+    world.cp("A")
+    calls = [(e.requirement, e.cmd, e.args) for _, e in world.log[mark:] if isinstance(e, Call)]
+    kinds = [(r, c) for r, c, _ in calls]
+    assert kinds.index(("powersupply_DC", "setMode")) < kinds.index(("bsp", "allow_power_on"))
+    assert world.core.state == State.IDLE
+    assert world.events()[-4:] == [
+        "StoppingCharging",
+        "ChargingFinished",
+        "TransactionFinished",
+        "SessionFinished",
+    ]
