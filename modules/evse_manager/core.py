@@ -137,9 +137,16 @@ class CableCheck:
 
 
 class ChargerCore:
-    def __init__(self, config: ChargerConfig, new_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        config: ChargerConfig,
+        new_id: Callable[[], str] | None = None,
+        timestamp: Callable[[], str] | None = None,
+    ) -> None:
         self.config = config
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        self._timestamp = timestamp or (lambda: "1970-01-01T00:00:00.000Z")
+        self.meter: dict[str, Any] | None = None
         self.state = State.DISABLED
         self.cp = "A"
         self.pwm_on = False
@@ -287,10 +294,12 @@ class ChargerCore:
             return self._fail_cable_check("IMD self-test failed", now) + self._settle(now)
         return self._start_measuring(check, now) + self._settle(now)
 
-    def on_meter(self, energy_Wh: float, voltage_V: float | None, now: float) -> list[Effect]:
-        self.energy_meter_Wh = energy_Wh
-        self.meter_voltage_V = voltage_V
-        return self._monitor_output(now)
+    def on_meter(self, powermeter: dict[str, Any], now: float) -> list[Effect]:
+        """The billing meter's reading (types/powermeter.yaml Powermeter)."""
+        self.meter = powermeter
+        self.energy_meter_Wh = float(powermeter["energy_Wh_import"]["total"])
+        self.meter_voltage_V = (powermeter.get("voltage_V") or {}).get("DC")
+        return [Publish("evse", "powermeter", powermeter), *self._monitor_output(now)]
 
     def on_error(
         self,
@@ -435,7 +444,11 @@ class ChargerCore:
         if state == State.IDLE:
             if session is not None:
                 effects.append(
-                    SessionEvent("SessionFinished", session.id, {"session_finished": {}})
+                    SessionEvent(
+                        "SessionFinished",
+                        session.id,
+                        {"session_finished": {"meter_value": self._meter_value()}},
+                    )
                 )
             if trigger == Trigger.ENABLED:
                 effects.append(SessionEvent("Enabled", "", {}))
@@ -490,10 +503,9 @@ class ChargerCore:
             effects.append(SessionEvent("ChargingPausedEV", session.id))
         elif state == State.CHARGING_PAUSED_EVSE:
             assert session is not None
-            reasons = sorted(self._pause_reasons(now))
-            effects.append(
-                SessionEvent("ChargingPausedEVSE", session.id, {"charging_paused_evse": reasons})
-            )
+            reasons = sorted(self._pause_reasons(now)) or ["Error"]
+            paused = {"charging_paused_evse": {"reasons": reasons}}
+            effects.append(SessionEvent("ChargingPausedEVSE", session.id, paused))
         elif state == State.FINISHED:
             effects += self._finish(now)
         return effects
@@ -866,7 +878,7 @@ class ChargerCore:
             "evse_state": _EVSE_STATE.get(self.state, "Unplugged"),
             "schedule_import": [
                 {
-                    "timestamp": "1970-01-01T00:00:00.000Z",
+                    "timestamp": self._timestamp(),
                     "limits_to_root": {},
                     "limits_to_leaves": leaves,
                 }
@@ -953,10 +965,9 @@ class ChargerCore:
         return []
 
     def _meter_value(self) -> dict[str, Any]:
-        return {
-            "timestamp": "1970-01-01T00:00:00.000Z",
-            "energy_Wh_import": {"total": self.energy_meter_Wh},
-        }
+        if self.meter is not None:
+            return self.meter
+        return {"timestamp": self._timestamp(), "energy_Wh_import": {"total": 0.0}}
 
 
 def _auth(status: str) -> dict[str, Any]:
