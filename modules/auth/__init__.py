@@ -1,0 +1,1 @@
+"""PyAuth: a minimal EVerest Auth module (tokens to EVSEs); core.py decides, module.py binds."""
