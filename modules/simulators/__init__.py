@@ -1,0 +1,1 @@
+"""SIL simulators: the charger hardware and the car around everkit's modules."""
