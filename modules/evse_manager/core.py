@@ -257,7 +257,7 @@ class ChargerCore:
         self.supply.voltage_V, self.supply.current_A = voltage, current
         self.supply.measured_at = now
         effects: list[Effect] = []
-        if self.session is not None and self.phase != DcPhase.NONE:
+        if self.session is not None:  # also during welding detection, as EvseV2G reports it
             present = {"evse_present_voltage": max(voltage, 0.0), "evse_present_current": current}
             effects.append(
                 Call("hlc", "update_dc_present_values", {"present_voltage_current": present})
@@ -876,6 +876,8 @@ class ChargerCore:
             "node_type": "Evse",
             "children": [],
             "evse_state": _EVSE_STATE.get(self.state, "Unplugged"),
+            "schedule_export": [],
+            "schedule_setpoints": [],
             "schedule_import": [
                 {
                     "timestamp": self._timestamp(),

@@ -13,7 +13,7 @@ import can
 from ..framework import ConfigError, HandlerException, Module
 from .core import ClearError, DriverConfig, DriverCore, Effect, Publish, RaiseError, SetpointRefused
 from .runner import DriverRunner
-from .simulator import CanSimulator, ModuleStack, SimulatedModule
+from .simulator import CanSimulator, Load, ModuleStack, SimulatedModule
 
 log = logging.getLogger("PyInfyPowerDC")
 IMPL = "main"
@@ -147,7 +147,11 @@ def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimula
         for address in addresses
     ]
     bus = can.Bus(interface="virtual", channel=cfg["can_channel"])
-    simulator = CanSimulator(bus, ModuleStack(modules))
+    load = Load(
+        battery_emf_V=float(cfg["sim_battery_V"]),
+        connect_above_A=float(cfg["sim_battery_connect_above_A"]),
+    )
+    simulator = CanSimulator(bus, ModuleStack(modules, load=load))
     simulator.start()
     return simulator
 
