@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Captured:
     payload: bytes
     retain: bool
     qos: int
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass
@@ -91,7 +93,9 @@ class RawClient:
 
     def _record(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         with self._changed:
-            self.messages.append(Captured(msg.topic, bytes(msg.payload), msg.retain, msg.qos))
+            self.messages.append(
+                Captured(msg.topic, bytes(msg.payload), msg.retain, msg.qos, time.monotonic())
+            )
             self._changed.notify_all()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from ..framework import ConfigError, HandlerException, Module
 from .core import ClearError, DriverConfig, DriverCore, Effect, Publish, RaiseError, SetpointRefused
 from .runner import DriverRunner
 from .simulator import CanSimulator, Load, ModuleStack, SimulatedModule
+from .status import bit_named
 
 log = logging.getLogger("PyInfyPowerDC")
 IMPL = "main"
@@ -91,10 +93,17 @@ class EffectsToBus:
 class InfyPowerSupply:
     """The command handlers: thin calls into the core through the runner."""
 
-    def __init__(self, module: Module, runner: DriverRunner, config: DriverConfig) -> None:
+    def __init__(
+        self,
+        module: Module,
+        runner: DriverRunner,
+        config: DriverConfig,
+        on_phase: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.runner = runner
         self.core = runner.core
         self.config = config
+        self.on_phase = on_phase
         module.implement_command(IMPL, "setMode", self.set_mode)
         module.implement_command(IMPL, "setExportVoltageCurrent", self.set_export)
         module.implement_command(IMPL, "setImportVoltageCurrent", self.set_import)
@@ -106,6 +115,8 @@ class InfyPowerSupply:
             raise HandlerException(str(exc)) from None
 
     def set_mode(self, mode: str, phase: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(mode, phase)
         self._run(self.core.set_mode, mode, phase)
         if mode != "Export":
             # guideline 3: return once the current is safe, never later than the bound
@@ -147,13 +158,66 @@ def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimula
         for address in addresses
     ]
     bus = can.Bus(interface="virtual", channel=cfg["can_channel"])
-    load = Load(
-        battery_emf_V=float(cfg["sim_battery_V"]),
-        connect_above_A=float(cfg["sim_battery_connect_above_A"]),
-    )
+    # the car's contactor is open until EvseManager says the phase is Charging
+    load = Load(battery_emf_V=float(cfg["sim_battery_V"])).open_circuit()
     simulator = CanSimulator(bus, ModuleStack(modules, load=load))
     simulator.start()
+    if cfg["sim_overtemperature_after_s"] or cfg["sim_silent_after_s"]:
+        threading.Thread(
+            target=_scheduled_faults,
+            args=(simulator, modules, cfg),
+            name="infy-sim-faults",
+            daemon=True,
+        ).start()
     return simulator
+
+
+def _follow_phase(simulator: CanSimulator, cfg: dict[str, Any]) -> Callable[[str, str], None]:
+    """SIL only: the simulated car battery hangs on the output while the phase is
+    Charging; in cable check and pre-charge the car's contactor is still open."""
+    battery = Load(battery_emf_V=float(cfg["sim_battery_V"]))
+
+    def follow(mode: str, phase: str) -> None:
+        with simulator.lock:
+            charging = mode == "Export" and phase == "Charging"
+            simulator.stack.load = battery if charging else battery.open_circuit()
+
+    return follow
+
+
+def _scheduled_faults(
+    simulator: CanSimulator, modules: list[SimulatedModule], cfg: dict[str, Any]
+) -> None:
+    """Fault injection for SIL tests, timed from the modules' first switch-on."""
+    while not any(m.on for m in modules):
+        if simulator.stopped.wait(0.1):  # a schedule of a simulator, not a test wait
+            return
+    on_at = time.monotonic()
+    plan = sorted(
+        (delay, kind)
+        for kind, delay in (
+            ("hot", float(cfg["sim_overtemperature_after_s"])),
+            ("silent", float(cfg["sim_silent_after_s"])),
+        )
+        if delay > 0
+    )
+    for delay, kind in plan:
+        if simulator.stopped.wait(max(0.0, on_at + delay - time.monotonic())):
+            return
+        with simulator.lock:
+            if kind == "hot":
+                modules[0].inject_status(bit_named("over-temperature"))
+            else:
+                for module in modules:
+                    module.go_silent()
+        log.warning("simulator: injected fault %r", kind)
+        if kind == "silent" and cfg["sim_silent_for_s"]:
+            if simulator.stopped.wait(float(cfg["sim_silent_for_s"])):
+                return
+            with simulator.lock:
+                for module in modules:
+                    module.resume()
+            log.warning("simulator: modules answer again")
 
 
 @dataclass
@@ -197,7 +261,9 @@ class PyInfyPowerDC:
             ) from None
         sink = EffectsToBus(module)
         runner = DriverRunner(DriverCore(config), bus, sink)
-        InfyPowerSupply(module, runner, config)
+        InfyPowerSupply(
+            module, runner, config, _follow_phase(simulator, cfg) if simulator else None
+        )
         runner.start()
         return cls(module, runner, bus, sink, simulator)
 

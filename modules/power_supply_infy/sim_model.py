@@ -98,10 +98,6 @@ class Load:
     resistance_ohm: float | None = None
     battery_emf_V: float | None = 350.0
     battery_ohm: float = 0.1
-    #: The car keeps its contactor open during cable check and pre-charge (a few A at
-    #: most) and closes it before asking for charging current. With a threshold set, the
-    #: battery branch is connected only while the modules are asked for more than this.
-    connect_above_A: float | None = None
 
     def __post_init__(self) -> None:
         if self.resistance_ohm is not None and self.resistance_ohm <= 0:
@@ -109,10 +105,8 @@ class Load:
         if self.battery_ohm <= 0:
             raise ValueError("battery_ohm must be positive")
 
-    def seen_at(self, requested_A: float) -> Load:
-        """The load as the bus sees it when the modules are asked for ``requested_A``."""
-        if self.connect_above_A is None or requested_A > self.connect_above_A:
-            return self
+    def open_circuit(self) -> Load:
+        """The same load with the battery branch disconnected (the car's contactor open)."""
         return Load(resistance_ohm=self.resistance_ohm, battery_emf_V=None)
 
     def current(self, voltage: float) -> float:
@@ -452,7 +446,6 @@ def step_bus(modules: Sequence[SimulatedModule], load: Load, now: float, dt: flo
         if module.on:
             module._slew(dt)
     on = [m for m in modules if m.on]
-    load = load.seen_at(sum(m.i_set for m in on))
     voltage, current = operating_point(on, load)
     limits = [m.current_limit_A(voltage) for m in on]
     total = sum(limits)

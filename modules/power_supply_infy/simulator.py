@@ -229,6 +229,11 @@ class CanSimulator:
         self._failure: BaseException | None = None
         self._closed = False
 
+    @property
+    def stopped(self) -> threading.Event:
+        """Set once stop() was called; schedules around the simulator wait on it."""
+        return self._stopping
+
     def __enter__(self) -> CanSimulator:
         return self.start()
 
