@@ -27,6 +27,7 @@ log = logging.getLogger("PyEvseManager")
 CALL_TIMEOUT_S = 5.0
 OFF_TIMEOUT_S = 5.0  # setMode(Off) may wait for the current to fall (PSU guideline 3)
 TICK_S = 0.1  # EVerest's Charger main loop
+PROGRESS_EVERY_S = 2.0
 
 
 def charger_config(cfg: dict[str, Any], has_imd: bool) -> ChargerConfig:
@@ -267,8 +268,24 @@ class PyEvseManager:
         threading.Thread(target=self._tick, name="evse-tick", daemon=True).start()
 
     def _tick(self) -> None:
+        next_report = 0.0
         while not self.stopping.wait(TICK_S):
             self.feed(self.core.tick)
+            if self.core.state.value == "Charging" and self.clock() >= next_report:
+                next_report = self.clock() + PROGRESS_EVERY_S
+                log.info("%s", self.progress())
+
+    def progress(self) -> str:
+        """One line for operators and the demo: what is flowing right now."""
+        core = self.core
+        voltage, current = core.supply.voltage_V, core.supply.current_A
+        session = core.session
+        delivered = core.energy_meter_Wh - (session.started_energy_Wh if session else 0.0)
+        soc = f", car at {core.ev.soc:.1f} %" if core.ev.soc is not None else ""
+        return (
+            f"charging: {voltage:6.1f} V {current:6.1f} A {voltage * current / 1000:5.1f} kW, "
+            f"{delivered / 1000:.3f} kWh delivered{soc}"
+        )
 
     def close(self) -> None:
         self.stopping.set()

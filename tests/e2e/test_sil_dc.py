@@ -54,7 +54,9 @@ def run_session(
 ) -> str:
     config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
     modules = config["active_modules"]
-    modules["car"]["config_module"].update({"auto_exec_commands": script, **(car or {})})
+    modules["car"]["config_module"].update(
+        {"auto_exec_commands": script, "dc_target_current": 20, **(car or {})}
+    )
     modules["hardware"]["config_module"] = {**FAST, **(hardware or {})}
     modules["psu"]["config_implementation"]["main"].update(
         {"can_channel": f"sil-{prefix.strip('/')}", **(psu or {})}
