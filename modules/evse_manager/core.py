@@ -117,6 +117,7 @@ class EnergyBudget:
 @dataclass
 class Session:
     id: str
+    cable_check_passed: bool = False
     authorized: bool = False
     transaction: bool = False
     token: dict[str, Any] | None = None
@@ -142,8 +143,10 @@ class ChargerCore:
         config: ChargerConfig,
         new_id: Callable[[], str] | None = None,
         timestamp: Callable[[], str] | None = None,
+        energy_uuid: str = "evse_manager",
     ) -> None:
         self.config = config
+        self.energy_uuid = energy_uuid
         self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self._timestamp = timestamp or (lambda: "1970-01-01T00:00:00.000Z")
         self.meter: dict[str, Any] | None = None
@@ -173,14 +176,21 @@ class ChargerCore:
         self._next_reclamp = 0.0
         self._next_energy_request = 0.0
         self._export_key: str | None = None
+        self._lapse_reported = False
+        self._disable_wanted = True  # until the adapter enables us after GlobalReady
 
     # commands
 
     def enable(self, enabled: bool, now: float) -> list[Effect]:
+        """Disabling during a session ends its transaction (reason Local); the charger
+        becomes Disabled once the session is over."""
+        self._disable_wanted = not enabled
         effects: list[Effect] = [Call("bsp", "enable", {"value": enabled})]
         if not enabled:
             effects += self._safe_off("Other")
-        return effects + self._settle(now, {Trigger.ENABLED if enabled else Trigger.DISABLED})
+            if self.session is not None and self.session.transaction:
+                self.session.stop_reason = self.session.stop_reason or "Local"
+        return effects + self._settle(now)
 
     def authorize(self, token: dict[str, Any], accepted: bool, now: float) -> list[Effect]:
         session = self.session
@@ -224,9 +234,13 @@ class ChargerCore:
 
     def enforce_limits(self, limits: dict[str, Any], now: float) -> list[Effect]:
         """EnforcedLimits from the energy manager; the budget lapses after valid_for."""
+        if limits.get("uuid", self.energy_uuid) != self.energy_uuid:
+            return []  # an energy node forwards every child's limits; these are not ours
         root = limits.get("limits_root_side") or {}
+        power = root.get("total_power_W")
+        self._lapse_reported = False
         self.energy = EnergyBudget(
-            power_W=root.get("total_power_W"),
+            power_W=0.0 if power is None else power,  # DC needs a power budget
             current_A=root.get("ac_max_current_A"),
             valid_until=now + float(limits.get("valid_for", 0)),
             ever_received=True,
@@ -333,7 +347,8 @@ class ChargerCore:
             effects.append(Call("bsp", "pwm_on", {"value": 5.0}))
         effects += self._cable_check_progress(now)
         effects += self._monitor_output(now)
-        if not self._energy_valid(now) and self._energy_was_valid:
+        if not self._energy_valid(now) and self._energy_was_valid and not self._lapse_reported:
+            self._lapse_reported = True  # once: the lapse is news, the zero is not
             effects += self._dc_maximum_limits(now) + self._apply_targets(now)
         if self.state == State.CHARGING and now >= self._next_reclamp:
             self._next_reclamp = now + self.config.limits_reapply_interval_s
@@ -346,23 +361,21 @@ class ChargerCore:
 
     # the table
 
-    def _settle(self, now: float, edges: set[Trigger] | None = None) -> list[Effect]:
+    def _settle(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
-        edges = set(edges or ())
         for _ in range(10):  # EVerest allows 10 passes per tick too
-            trigger = self._trigger(now, edges)
+            trigger = self._trigger(now)
             if trigger is None:
                 break
             target = next_state(self.state, trigger)
             if target is None:
                 break
-            edges.discard(trigger)
             effects += self._leave(self.state, target, trigger, now)
             self.state = target
             effects += self._enter(target, trigger, now)
         return effects
 
-    def _trigger(self, now: float, edges: set[Trigger]) -> Trigger | None:
+    def _trigger(self, now: float) -> Trigger | None:
         """The first trigger that holds now and moves the current state (priority order)."""
         session = self.session
         unplugged = self.cp in ("A",)
@@ -383,8 +396,8 @@ class ChargerCore:
                 Trigger.PLUGGED_IN,
                 self.cp in ("B", "C", "D") and not self.blocking and self.state == State.IDLE,
             ),
-            (Trigger.ENABLED, Trigger.ENABLED in edges),
-            (Trigger.DISABLED, Trigger.DISABLED in edges),
+            (Trigger.ENABLED, not self._disable_wanted),
+            (Trigger.DISABLED, self._disable_wanted),
         ]
         for trigger, holds in candidates:
             if holds and next_state(self.state, trigger) is not None:
@@ -496,7 +509,7 @@ class ChargerCore:
             assert session is not None
             self._stopping_since = now
             effects.append(SessionEvent("StoppingCharging", session.id))
-            if trigger in (Trigger.EVSE_STOP, Trigger.DEAUTHORIZED):
+            if trigger in (Trigger.EVSE_STOP, Trigger.DEAUTHORIZED, Trigger.FAULT):
                 effects.append(Call("hlc", "stop_charging", {"stop": True}))
         elif state == State.CHARGING_PAUSED_EV:
             assert session is not None
@@ -595,6 +608,9 @@ class ChargerCore:
             return self._fail_cable_check(f"timeout in step '{step}'", now)
         return []
 
+    def _cable_checked(self) -> bool:
+        return self.session is not None and self.session.cable_check_passed
+
     def _start_measuring(self, check: CableCheck, now: float) -> list[Effect]:
         check.step = CableCheckStep.MEASURE
         wanted = self.config.cable_check_wait_number_of_imd_measurements
@@ -608,6 +624,8 @@ class ChargerCore:
         effects: list[Effect] = [
             Call("hlc", "update_isolation_status", {"isolation_status": status})
         ]
+        assert self.session is not None
+        self.session.cable_check_passed = True
         if self.config.cable_check_wait_below_60V_before_finish:
             check.step = CableCheckStep.RAMP_DOWN
             check.deadline = now + self.config.cable_check_voltage_timeout_s
@@ -631,10 +649,10 @@ class ChargerCore:
         ev_max = self.ev.max_voltage_V or 500.0
         if ev_max <= 500:
             return min(ev_max + 50, 500.0, psu_max)
-        return min(psu_max, 1.1 * ev_max)
+        return round(min(psu_max, 1.1 * ev_max), 1)
 
     def _start_pre_charge(self, _value: Any, now: float) -> list[Effect]:
-        if self.state != State.PREPARE_CHARGING:
+        if self.state != State.PREPARE_CHARGING or not self._cable_checked():
             return []
         self.phase = DcPhase.PRE_CHARGE
         return self._apply_targets(now)
@@ -642,6 +660,8 @@ class ChargerCore:
     def _current_demand_started(self, _value: Any, now: float) -> list[Effect]:
         if self.session is None or self.state != State.PREPARE_CHARGING:
             return []
+        if not self._cable_checked():
+            return []  # no power without a passed cable check, whatever the HLC says
         self.phase = DcPhase.CURRENT_DEMAND
         self.session.current_demand = True
         return []
@@ -738,10 +758,10 @@ class ChargerCore:
         self._export_key = None
         return [psu_mode("Off", phase)]
 
-    def _safe_off(self, phase: str) -> list[Effect]:
+    def _safe_off(self, phase: str, force: bool = False) -> list[Effect]:
         """Output off, then the relays open: the order of power_supply_DC's guideline."""
         effects = self._psu_off(phase)
-        if self.relays_allowed or self.relays_closed:
+        if self.relays_allowed or (force and self.relays_closed):
             self.relays_allowed = False
             effects.append(allow_power_on(False, "PowerOff"))
         return effects
@@ -761,7 +781,7 @@ class ChargerCore:
             return []
         if now - self._stopping_since < self.config.stopping_charging_timeout_s:
             return []
-        effects = self._safe_off("Charging")
+        effects = self._safe_off("Charging", force=True)
         self.relays_closed = False  # hard stop: do not wait for feedback any longer
         return effects
 
@@ -808,7 +828,7 @@ class ChargerCore:
         for key in [k for k in self.blocking if k[0] == "self" and k[1] in SESSION_ERRORS]:
             del self.blocking[key]
             cleared.append(ClearError(key[1], key[2]))
-        return cleared
+        return cleared + self._inoperative()
 
     # limits and energy
 
@@ -823,7 +843,7 @@ class ChargerCore:
         """The energy budget; zero when it lapsed or none came (unless standalone)."""
         if self._energy_valid(now):
             power = self.energy.power_W
-            return float("inf") if power is None else max(float(power), 0.0)
+            return 0.0 if power is None else max(float(power), 0.0)
         if not self.energy.ever_received and self.config.standalone_power_W > 0:
             return self.config.standalone_power_W
         return 0.0
@@ -872,7 +892,7 @@ class ChargerCore:
             }
         }
         return {
-            "uuid": "evse_manager",
+            "uuid": self.energy_uuid,
             "node_type": "Evse",
             "children": [],
             "evse_state": _EVSE_STATE.get(self.state, "Unplugged"),
@@ -908,8 +928,8 @@ class ChargerCore:
                     )
             else:
                 self._over_voltage_since = None
-        if self.state == State.CHARGING and self.ev.max_current_A:
-            limit = self.ev.max_current_A * 1.1 + 5.0
+        if self.state == State.CHARGING and self.supply.setpoint is not None:
+            limit = self.supply.setpoint[1] * 1.1 + 5.0
             if self.supply.current_A > limit:
                 self._over_current_since = self._over_current_since or now
                 if (

@@ -138,7 +138,9 @@ class PyEvseManager:
         self.clock = clock
         cfg = module.module_config
         self.core = ChargerCore(
-            charger_config(cfg, has_imd=bool(module.connections("imd"))), timestamp=wall_clock
+            charger_config(cfg, has_imd=bool(module.connections("imd"))),
+            timestamp=wall_clock,
+            energy_uuid=module.info.id,
         )
         self.effects = EffectWorker(module, int(cfg["connector_id"]))
         self.lock = threading.Lock()

@@ -1,7 +1,7 @@
 """The charger's states and its one transition table. Everything that moves the charger
 from one state to another is in ``TRANSITIONS``; the core only derives triggers from
 what happens (a CP change, a command, a fault) and looks them up here. The diagram in
-docs/evse-manager.md is generated from this table (``diagram.py``).
+docs/evse-manager-states.md is generated from this table (``diagram.py``).
 
 States and session events follow EVerest's EvseManager (Charger.cpp; reference
 shared/reference/evse-manager.md 1.4).

@@ -71,8 +71,7 @@ def test_cable_check_follows_everest_steps() -> None:
         ("powersupply_DC", "setMode"),
         ("hlc", "cable_check_finished"),
     ]
-    positions = [names.index(step, names.index(order[0])) for step in order[:1]]
-    cursor = positions[0]
+    cursor = names.index(order[0])
     for step in order[1:]:
         cursor = names.index(step, cursor + 1)
     test_setpoint = world.calls("powersupply_DC", "setExportVoltageCurrent")[0].args
@@ -219,3 +218,99 @@ def test_unplug_during_charging_switches_off_before_opening_relays() -> None:
         "TransactionFinished",
         "SessionFinished",
     ]
+
+
+def test_inoperative_clears_when_unplugging_clears_our_own_errors() -> None:
+    world = started_world()
+    world.resistance_ohm = 50_000.0
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    assert world.core.inoperative
+    world.cp("A")
+    world.step()
+    assert not world.core.inoperative
+    cleared = [e.error_type for _, e in world.log if isinstance(e, ClearError)]
+    assert INOPERATIVE in cleared
+    assert CABLE_CHECK_FAULT in cleared
+
+
+def test_no_power_without_a_passed_cable_check() -> None:
+    """Whatever the ISO stack reports, current demand needs this session's cable check."""
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.cp("C")
+    world.hlc("start_pre_charge")
+    world.hlc("current_demand_started")
+    world.hlc(
+        "dc_ev_target_voltage_current",
+        {"dc_ev_target_voltage": 390.0, "dc_ev_target_current": 50.0},
+    )
+    world.run(1.0)
+    assert world.core.state == State.PREPARE_CHARGING
+    assert world.psu_mode == "Off"
+    assert world.calls("powersupply_DC", "setExportVoltageCurrent") == []
+
+
+def test_disabling_during_a_session_ends_it_and_disables_after_unplug() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    world.feed(world.core.enable(False, world.now))
+    assert world.psu_mode == "Off"
+    world.ev_stops()
+    finished = next(e for _, e in world.log if getattr(e, "event", "") == "TransactionFinished")
+    assert finished.details["transaction_finished"]["reason"] == "Local"
+    world.cp("A")
+    world.step()
+    assert world.core.state == State.DISABLED
+
+
+def test_limits_without_a_power_budget_mean_zero_current() -> None:
+    world = World.make()
+    world.feed(
+        world.core.enforce_limits(
+            {"valid_for": 60, "limits_root_side": {"ac_max_current_A": 32.0}}, world.now
+        )
+    )
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=100.0)
+    currents = [c.args["current"] for c in world.calls("powersupply_DC", "setExportVoltageCurrent")]
+    assert currents[-1] == 0.0
+
+
+def test_limits_for_another_evse_are_ignored() -> None:
+    world = World.make()
+    world.feed(world.core.enforce_limits({"uuid": "someone_else", **ENERGY}, world.now))
+    assert not world.core.energy.ever_received
+
+
+def test_a_lapsed_budget_is_reported_once_not_every_tick() -> None:
+    world = World.make()
+    world.feed(
+        world.core.enforce_limits(
+            {"valid_for": 2, "limits_root_side": {"total_power_W": 50000.0}}, world.now
+        )
+    )
+    world.feed(
+        world.core.on_supply_capabilities(
+            {
+                "max_export_power_W": 60000.0,
+                "max_export_current_A": 200.0,
+                "max_export_voltage_V": 1000.0,
+                "min_export_voltage_V": 150.0,
+                "max_export_current_A_": 0,
+            },
+            world.now,
+        )
+    )
+    mark = len(world.log)
+    world.run(10.0)
+    updates = [
+        c
+        for _, c in world.log[mark:]
+        if isinstance(c, Call) and c.cmd == "update_dc_maximum_limits"
+    ]
+    assert len(updates) == 1
+    assert updates[0].args["maximum_limits"]["evse_maximum_power_limit"] == 0.0
