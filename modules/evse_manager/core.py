@@ -40,6 +40,7 @@ from .effects import (
 )
 from .table import POWER_STATES, SESSION_STATES, State, Trigger, next_state
 
+EV_INFO_INTERVAL_S = 1.0  # present values change at 4 Hz; EVerest also throttles ev_info
 INOPERATIVE = "evse_manager/Inoperative"
 CABLE_CHECK_FAULT = "evse_manager/MREC11CableCheckFault"
 RESISTANCE_FAULT = "evse_manager/MREC22ResistanceFault"
@@ -177,6 +178,9 @@ class ChargerCore:
         self._next_energy_request = 0.0
         self._export_key: str | None = None
         self._lapse_reported = False
+        self._next_ev_info = 0.0
+        self._published_limits: dict[str, Any] | None = None
+        self._published_ev_info: dict[str, Any] | None = None
         self._disable_wanted = True  # until the adapter enables us after GlobalReady
 
     # commands
@@ -352,7 +356,13 @@ class ChargerCore:
             effects += self._dc_maximum_limits(now) + self._apply_targets(now)
         if self.state == State.CHARGING and now >= self._next_reclamp:
             self._next_reclamp = now + self.config.limits_reapply_interval_s
-            effects += self._apply_targets(now)
+            effects += self._dc_maximum_limits(now) + self._apply_targets(now)
+        if self.session is not None and now >= self._next_ev_info:
+            self._next_ev_info = now + EV_INFO_INTERVAL_S
+            info = self.ev_info()
+            if info != self._published_ev_info:
+                self._published_ev_info = info
+                effects.append(Publish("evse", "ev_info", info))
         if now >= self._next_energy_request:
             self._next_energy_request = now + self.config.energy_request_interval_s
             effects.append(Publish("energy_grid", "energy_flow_request", self._energy_request()))
@@ -830,6 +840,24 @@ class ChargerCore:
             cleared.append(ClearError(key[1], key[2]))
         return cleared + self._inoperative()
 
+    def ev_info(self) -> dict[str, Any]:
+        """What we know of the car (EVInfo): its limits, its request, what it gets."""
+        ev = self.ev
+        info: dict[str, Any] = {
+            "present_voltage": self.supply.voltage_V,
+            "present_current": self.supply.current_A,
+            "target_voltage": ev.target_voltage_V,
+            "target_current": ev.target_current_A,
+        }
+        optional = {
+            "soc": ev.soc,
+            "maximum_current_limit": ev.max_current_A,
+            "maximum_voltage_limit": ev.max_voltage_V,
+            "maximum_power_limit": ev.max_power_W,
+        }
+        info.update({k: v for k, v in optional.items() if v is not None})
+        return info
+
     # limits and energy
 
     @property
@@ -860,7 +888,18 @@ class ChargerCore:
             "evse_maximum_power_limit": round(power, 1),
             "evse_maximum_voltage_limit": float(caps["max_export_voltage_V"]),
         }
-        return [Call("hlc", "update_dc_maximum_limits", {"maximum_limits": limits})]
+        effects: list[Effect] = [
+            Call("hlc", "update_dc_maximum_limits", {"maximum_limits": limits})
+        ]
+        offered = {
+            "uuid": self.energy_uuid,
+            "max_current": limits["evse_maximum_current_limit"],
+            "nr_of_phases_available": 1,
+        }
+        if offered != self._published_limits:
+            self._published_limits = offered
+            effects.append(Publish("evse", "limits", offered))
+        return effects
 
     def _no_energy_timed_out(self, now: float) -> bool:
         if self.state != State.CHARGING:

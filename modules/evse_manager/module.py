@@ -215,6 +215,13 @@ class PyEvseManager:
         m.subscribe_variable("bsp", "event", lambda v: self.feed(core.on_bsp_event, v["event"]))
         for var in _HLC_HANDLERS:
             m.subscribe_variable("hlc", var, self._hlc_var(var))
+        # republished for OCPP and the API, as EVerest's EvseManager does
+        m.subscribe_variable(
+            "bsp", "capabilities", lambda v: m.publish_variable("evse", "hw_capabilities", v)
+        )
+        m.subscribe_variable(
+            "hlc", "selected_protocol", lambda v: m.publish_variable("evse", "selected_protocol", v)
+        )
         m.subscribe_variable(
             "powersupply_DC",
             "voltage_current",

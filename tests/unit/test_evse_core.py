@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from everkit.evse_manager.core import CABLE_CHECK_FAULT, INOPERATIVE
-from everkit.evse_manager.effects import Call, ClearError, RaiseError
+from everkit.evse_manager.effects import Call, ClearError, Publish, RaiseError
 from everkit.evse_manager.table import State
+from everkit.framework.definitions import Definitions
 from everkit.framework.error_model import Severity
+from everkit.framework.validation import ValidatorCache
 from tests.unit.evse_world import World
 
 ENERGY = {"valid_for": 60, "limits_root_side": {"total_power_W": 50000.0}}
@@ -314,3 +318,47 @@ def test_a_lapsed_budget_is_reported_once_not_every_tick() -> None:
     ]
     assert len(updates) == 1
     assert updates[0].args["maximum_limits"]["evse_maximum_power_limit"] == 0.0
+
+
+def test_ev_info_and_limits_describe_the_car_and_the_offer() -> None:
+    world = started_world()
+    world.feed(
+        world.core.on_supply_capabilities(
+            {
+                "bidirectional": False,
+                "current_regulation_tolerance_A": 1.0,
+                "peak_current_ripple_A": 0.5,
+                "max_export_voltage_V": 1000.0,
+                "min_export_voltage_V": 150.0,
+                "max_export_current_A": 200.0,
+                "min_export_current_A": 2.0,
+                "max_export_power_W": 60000.0,
+            },
+            world.now,
+        )
+    )
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=50.0)
+    world.run(5.5)  # the 5 s re-clamp recomputes the offer at the present voltage
+    published = {e.var: e.value for _, e in world.log if isinstance(e, Publish)}
+    validators = ValidatorCache(Definitions.from_dirs())["evse_manager"]
+    info, limits = published["ev_info"], published["limits"]
+    validators.check_var("ev_info", info)
+    validators.check_var("limits", limits)
+    assert info["target_current"] == 50.0
+    assert info["maximum_voltage_limit"] == 500.0
+    assert limits["max_current"] == pytest.approx(50000.0 / 390.0, rel=0.01)
+
+
+def test_charging_resumes_when_the_blocking_error_clears() -> None:
+    world = started_world()
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge()
+    fault = ("powersupply_DC", "power_supply_DC/HardwareFault", "module 1", Severity.MEDIUM)
+    world.feed(world.core.on_error(*fault, active=True, now=world.now))
+    world.step()
+    assert world.core.state == State.CHARGING_PAUSED_EVSE
+    world.feed(world.core.on_error(*fault, active=False, now=world.now))
+    assert world.core.state == State.PREPARE_CHARGING
