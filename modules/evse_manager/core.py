@@ -40,6 +40,7 @@ from .effects import (
 )
 from .table import POWER_STATES, SESSION_STATES, State, Trigger, next_state
 
+OVERCURRENT_GRACE_S = 1.5  # PSU readings lag by up to two publication periods
 EV_INFO_INTERVAL_S = 1.0  # present values change at 4 Hz; EVerest also throttles ev_info
 INOPERATIVE = "evse_manager/Inoperative"
 CABLE_CHECK_FAULT = "evse_manager/MREC11CableCheckFault"
@@ -179,6 +180,7 @@ class ChargerCore:
         self._export_key: str | None = None
         self._lapse_reported = False
         self._next_ev_info = 0.0
+        self._decreased_from: tuple[float, float] | None = None
         self._published_limits: dict[str, Any] | None = None
         self._published_ev_info: dict[str, Any] | None = None
         self._disable_wanted = True  # until the adapter enables us after GlobalReady
@@ -241,11 +243,11 @@ class ChargerCore:
         if limits.get("uuid", self.energy_uuid) != self.energy_uuid:
             return []  # an energy node forwards every child's limits; these are not ours
         root = limits.get("limits_root_side") or {}
-        power = root.get("total_power_W")
+        power = _number(root.get("total_power_W"))
         self._lapse_reported = False
         self.energy = EnergyBudget(
             power_W=0.0 if power is None else power,  # DC needs a power budget
-            current_A=root.get("ac_max_current_A"),
+            current_A=_number(root.get("ac_max_current_A")),
             valid_until=now + float(limits.get("valid_for", 0)),
             ever_received=True,
         )
@@ -721,6 +723,8 @@ class ChargerCore:
             return []  # outside what the PSU can do: EVerest rejects it too
         effects: list[Effect] = []
         setpoint = (round(voltage, 3), round(current, 3))
+        if self.supply.setpoint is not None and setpoint[1] < self.supply.setpoint[1]:
+            self._decreased_from = (self.supply.setpoint[1], now)
         if setpoint != self.supply.setpoint:
             self.supply.setpoint = setpoint
             effects.append(psu_setpoint(*setpoint))
@@ -968,7 +972,7 @@ class ChargerCore:
             else:
                 self._over_voltage_since = None
         if self.state == State.CHARGING and self.supply.setpoint is not None:
-            limit = self.supply.setpoint[1] * 1.1 + 5.0
+            limit = self._overcurrent_reference(now) * 1.1 + 5.0
             if self.supply.current_A > limit:
                 self._over_current_since = self._over_current_since or now
                 if (
@@ -994,6 +998,17 @@ class ChargerCore:
             else:
                 self._implausible_since = None
         return effects
+
+    def _overcurrent_reference(self, now: float) -> float:
+        """The setpoint the output may still be at: after a decrease the old one, until a
+        reading taken after the change can have come back (measurements lag up to ~0.5 s)."""
+        assert self.supply.setpoint is not None
+        current = self.supply.setpoint[1]
+        if self._decreased_from is not None:
+            previous, at = self._decreased_from
+            if now - at < OVERCURRENT_GRACE_S:
+                return max(current, previous)
+        return current
 
     def _own_error(
         self, error_type: str, sub_type: str, message: str, severity: Severity, now: float
@@ -1029,6 +1044,13 @@ class ChargerCore:
         if self.meter is not None:
             return self.meter
         return {"timestamp": self._timestamp(), "energy_Wh_import": {"total": 0.0}}
+
+
+def _number(value: Any) -> float | None:
+    """EnforcedLimits carries NumberWithSource objects ({value, source}) per types/energy."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return None if value is None else float(value)
 
 
 def _auth(status: str) -> dict[str, Any]:

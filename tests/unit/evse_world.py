@@ -10,6 +10,27 @@ from typing import Any
 from everkit.evse_manager.config import ChargerConfig
 from everkit.evse_manager.core import ChargerCore
 from everkit.evse_manager.effects import Call, Effect, SessionEvent
+from everkit.framework.definitions import Definitions
+from everkit.framework.validation import ValidatorCache
+
+ENERGY = ValidatorCache(Definitions.from_dirs())["energy"]
+
+
+def enforced_limits(
+    power_W: float | None,
+    valid_for: int,
+    uuid: str = "evse_manager",
+    current_A: float | None = None,
+) -> dict[str, Any]:
+    """An EnforcedLimits exactly as types/energy.yaml has it, checked like the bus would."""
+    root: dict[str, Any] = {}
+    if power_W is not None:
+        root["total_power_W"] = {"value": power_W, "source": "test"}
+    if current_A is not None:
+        root["ac_max_current_A"] = {"value": current_A, "source": "test"}
+    limits = {"uuid": uuid, "valid_for": valid_for, "schedule": [], "limits_root_side": root}
+    ENERGY.check_args("enforce_limits", {"value": limits})
+    return limits
 
 
 @dataclass
@@ -84,6 +105,9 @@ class World:
             self.step()
 
     # the car
+
+    def enforce(self, power_W: float | None, valid_for: int = 60, **kwargs: Any) -> None:
+        self.feed(self.core.enforce_limits(enforced_limits(power_W, valid_for, **kwargs), self.now))
 
     def cp(self, state: str) -> None:
         self.feed(self.core.on_bsp_event(state, self.now))

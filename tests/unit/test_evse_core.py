@@ -14,12 +14,10 @@ from everkit.framework.error_model import Severity
 from everkit.framework.validation import ValidatorCache
 from tests.unit.evse_world import World
 
-ENERGY = {"valid_for": 60, "limits_root_side": {"total_power_W": 50000.0}}
-
 
 def started_world(**config: object) -> World:
     world = World.make(**config)
-    world.feed(world.core.enforce_limits(ENERGY, world.now))
+    world.enforce(50000.0)
     return world
 
 
@@ -119,11 +117,7 @@ def test_without_energy_limits_the_current_is_zero() -> None:
 
 def test_an_expired_energy_limit_means_zero_current_not_the_last_value() -> None:
     world = World.make()
-    world.feed(
-        world.core.enforce_limits(
-            {"valid_for": 8, "limits_root_side": {"total_power_W": 50000.0}}, world.now
-        )
-    )
+    world.enforce(50000.0, 8)
     world.plug_in_and_authorize()
     world.through_cable_check()
     world.pre_charge_and_charge(current=100.0)
@@ -272,11 +266,7 @@ def test_disabling_during_a_session_ends_it_and_disables_after_unplug() -> None:
 
 def test_limits_without_a_power_budget_mean_zero_current() -> None:
     world = World.make()
-    world.feed(
-        world.core.enforce_limits(
-            {"valid_for": 60, "limits_root_side": {"ac_max_current_A": 32.0}}, world.now
-        )
-    )
+    world.enforce(None, 60, current_A=32.0)
     world.plug_in_and_authorize()
     world.through_cable_check()
     world.pre_charge_and_charge(current=100.0)
@@ -286,17 +276,13 @@ def test_limits_without_a_power_budget_mean_zero_current() -> None:
 
 def test_limits_for_another_evse_are_ignored() -> None:
     world = World.make()
-    world.feed(world.core.enforce_limits({"uuid": "someone_else", **ENERGY}, world.now))
+    world.enforce(50000.0, uuid="someone_else")
     assert not world.core.energy.ever_received
 
 
 def test_a_lapsed_budget_is_reported_once_not_every_tick() -> None:
     world = World.make()
-    world.feed(
-        world.core.enforce_limits(
-            {"valid_for": 2, "limits_root_side": {"total_power_W": 50000.0}}, world.now
-        )
-    )
+    world.enforce(50000.0, 2)
     world.feed(
         world.core.on_supply_capabilities(
             {
@@ -362,3 +348,27 @@ def test_charging_resumes_when_the_blocking_error_clears() -> None:
     assert world.core.state == State.CHARGING_PAUSED_EVSE
     world.feed(world.core.on_error(*fault, active=False, now=world.now))
     assert world.core.state == State.PREPARE_CHARGING
+
+
+def test_a_lower_limit_does_not_trip_over_current_while_the_output_follows() -> None:
+    """PSU readings lag the setpoint by up to ~0.5 s; a decrease must not look like a fault."""
+    world = started_world(dc_ramp_ampere_per_second=1000.0)
+    world.plug_in_and_authorize()
+    world.through_cable_check()
+    world.pre_charge_and_charge(current=100.0)
+    world.enforce(10000.0)  # 10 kW / 390 V: about 26 A
+    world.hlc(
+        "dc_ev_target_voltage_current",
+        {"dc_ev_target_voltage": 390.0, "dc_ev_target_current": 100.0},
+    )
+    assert world.calls("powersupply_DC", "setExportVoltageCurrent")[-1].args["current"] < 30.0
+    for _ in range(4):  # the old 100 A still measured for 0.6 s
+        world.now += 0.15
+        world.feed(world.core.on_supply(390.0, 100.0, world.now))
+    assert not any(
+        isinstance(e, RaiseError) and "OverCurrent" in e.error_type for _, e in world.log
+    )
+    for _ in range(14):  # still 100 A 2 s after the decrease: a real over-current
+        world.now += 0.15
+        world.feed(world.core.on_supply(390.0, 100.0, world.now))
+    assert any(isinstance(e, RaiseError) and "OverCurrent" in e.error_type for _, e in world.log)

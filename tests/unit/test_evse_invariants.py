@@ -81,8 +81,7 @@ class ChargerMachine(RuleBasedStateMachine):
     def session_to_charging(self, current: float, budget_s: int) -> None:
         """A whole start, so that faults and stops also land during real charging."""
         w = self.world
-        limits = {"valid_for": budget_s, "limits_root_side": {"total_power_W": 50000.0}}
-        w.feed(w.core.enforce_limits(limits, w.now))
+        w.enforce(50000.0, budget_s)
         w.plug_in_and_authorize()
         w.through_cable_check()
         w.pre_charge_and_charge(current)
@@ -92,8 +91,7 @@ class ChargerMachine(RuleBasedStateMachine):
     @rule(power=st.floats(0, 100000), valid_for=st.integers(0, 20))
     def energy(self, power: float, valid_for: int) -> None:
         w = self.world
-        limits = {"valid_for": valid_for, "limits_root_side": {"total_power_W": power}}
-        w.feed(w.core.enforce_limits(limits, w.now))
+        w.enforce(power, valid_for)
 
     @rule(which=st.sampled_from(ERRORS), severity=st.sampled_from(list(Severity)))
     def raise_error(self, which: tuple[str, str], severity: Severity) -> None:
