@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..framework.effects import ClearError, RaiseError
 from ..framework.error_model import Severity
 from .config import CABLE_CHECK_CURRENT_A, INSULATION_FAULT_OHM, SAFE_VOLTAGE_V, ChargerConfig
 from .effects import (
     Call,
-    ClearError,
     Effect,
     Publish,
-    RaiseError,
     SessionEvent,
     allow_power_on,
     psu_mode,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..framework.error_model import Severity
+from ..framework.effects import ClearError, RaiseError
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,6 @@ class SessionEvent:
     event: str
     session_id: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RaiseError:
-    error_type: str
-    sub_type: str
-    message: str
-    severity: Severity
-
-
-@dataclass(frozen=True)
-class ClearError:
-    error_type: str
-    sub_type: str = ""
 
 
 Effect = Call | Publish | SessionEvent | RaiseError | ClearError

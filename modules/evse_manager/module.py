@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..framework import CommandError, ErrorObject, Module
+from ..framework.effects import ClearError, RaiseError
 from ..framework.error_model import rfc3339_ms
 from .config import ChargerConfig
 from .core import _HLC_HANDLERS, ChargerCore
-from .effects import Call, ClearError, Effect, Publish, RaiseError, SessionEvent
+from .effects import Call, Effect, Publish, SessionEvent
 
 log = logging.getLogger("PyEvseManager")
 

@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..framework.effects import ClearError, RaiseError
 from ..framework.error_model import Severity
 from . import codec
 from .codec import (
@@ -95,20 +96,6 @@ class Send:
 class Publish:
     var: str
     value: Any
-
-
-@dataclass(frozen=True)
-class RaiseError:
-    error_type: str
-    sub_type: str
-    message: str
-    severity: Severity
-
-
-@dataclass(frozen=True)
-class ClearError:
-    error_type: str
-    sub_type: str
 
 
 Effect = Send | Publish | RaiseError | ClearError

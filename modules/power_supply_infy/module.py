@@ -12,7 +12,8 @@ from typing import Any
 import can
 
 from ..framework import ConfigError, HandlerException, Module
-from .core import ClearError, DriverConfig, DriverCore, Effect, Publish, RaiseError, SetpointRefused
+from ..framework.effects import ClearError, RaiseError
+from .core import DriverConfig, DriverCore, Effect, Publish, SetpointRefused
 from .runner import DriverRunner
 from .simulator import CanSimulator, Load, ModuleStack, SimulatedModule
 from .status import bit_named

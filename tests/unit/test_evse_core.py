@@ -7,9 +7,10 @@ import itertools
 import pytest
 
 from everkit.evse_manager.core import CABLE_CHECK_FAULT, INOPERATIVE
-from everkit.evse_manager.effects import Call, ClearError, Publish, RaiseError
+from everkit.evse_manager.effects import Call, Publish
 from everkit.evse_manager.table import State
 from everkit.framework.definitions import Definitions
+from everkit.framework.effects import ClearError, RaiseError
 from everkit.framework.error_model import Severity
 from everkit.framework.validation import ValidatorCache
 from tests.unit.evse_world import World

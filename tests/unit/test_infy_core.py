@@ -10,16 +10,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from everkit.framework.effects import ClearError, RaiseError
 from everkit.power_supply_infy import codec
 from everkit.power_supply_infy.codec import Command, Limits, OnOff, OutputSetpoint, Read
 from everkit.power_supply_infy.core import (
     COMM_FAULT,
-    ClearError,
     DriverConfig,
     DriverCore,
     Effect,
     Publish,
-    RaiseError,
     Send,
     SetpointRefused,
 )
