@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import Captured, RawClient
+from tests.runner import run_config
 from tests.wire_rules import violations
 
 pytestmark = pytest.mark.integration
@@ -61,27 +60,8 @@ def run_session(
     modules["psu"]["config_implementation"]["main"].update(
         {"can_channel": f"sil-{prefix.strip('/')}", **(psu or {})}
     )
-    path = tmp_path / "sil.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "everkit",
-            "run",
-            str(path),
-            "--broker",
-            str(broker),
-            "--prefix",
-            prefix,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return done.stdout + done.stderr
+    _status, output = run_config(config, tmp_path, broker, prefix)
+    return output
 
 
 def payloads(recorder: RawClient, suffix: str) -> list[tuple[Captured, Any]]:

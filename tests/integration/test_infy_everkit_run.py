@@ -20,6 +20,7 @@ from everkit.framework.runtime_config import load_runtime_config
 from everkit.framework.transport import BrokerAddress
 from tests.integration.harness import start_module
 from tests.integration.test_infy_driver import PEER_MANIFEST
+from tests.runner import run_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,28 +116,8 @@ def test_a_can_setup_error_stops_the_module_with_a_clear_message(
 ) -> None:
     config = yaml.safe_load((ROOT / "config" / "psu-sil.yaml").read_text())
     config["active_modules"]["psu"]["config_implementation"]["main"]["can_interface"] = "socketcan"
-    path = tmp_path / "bad-can.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "everkit",
-            "run",
-            str(path),
-            "--broker",
-            str(broker),
-            "--prefix",
-            prefix,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    output = done.stdout + done.stderr
+    status, output = run_config(config, tmp_path, broker, prefix, timeout=60)
+    assert status == 1, output
     assert "module 'psu', key 'config_implementation.main.simulate_modules'" in output
     assert "simulate_modules needs can_interface: virtual" in output
     assert "Traceback" not in output
