@@ -352,7 +352,7 @@ class ChargerCore:
             effects.append(Call("bsp", "pwm_on", {"value": 5.0}))
         effects += self._cable_check_progress(now)
         effects += self._monitor_output(now)
-        if not self._energy_valid(now) and self._energy_was_valid and not self._lapse_reported:
+        if not self._energy_valid(now) and self._had_budget and not self._lapse_reported:
             self._lapse_reported = True  # once: the lapse is news, the zero is not
             effects += self._dc_maximum_limits(now) + self._apply_targets(now)
         if self.state == State.CHARGING and now >= self._next_reclamp:
@@ -864,7 +864,7 @@ class ChargerCore:
     # limits and energy
 
     @property
-    def _energy_was_valid(self) -> bool:
+    def _had_budget(self) -> bool:
         return self.energy.ever_received and self.energy.power_W is not None
 
     def _energy_valid(self, now: float) -> bool:

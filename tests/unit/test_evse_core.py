@@ -15,6 +15,19 @@ from everkit.framework.error_model import Severity
 from everkit.framework.validation import ValidatorCache
 from tests.unit.evse_world import World
 
+#: PSU capabilities as power_supply_DC publishes them (checked against its schema below)
+CAPS = {
+    "bidirectional": False,
+    "current_regulation_tolerance_A": 1.0,
+    "peak_current_ripple_A": 0.5,
+    "max_export_voltage_V": 1000.0,
+    "min_export_voltage_V": 150.0,
+    "max_export_current_A": 200.0,
+    "min_export_current_A": 2.0,
+    "max_export_power_W": 60000.0,
+}
+ValidatorCache(Definitions.from_dirs())["power_supply_DC"].check_var("capabilities", CAPS)
+
 
 def started_world(**config: object) -> World:
     world = World.make(**config)
@@ -58,12 +71,7 @@ def test_cable_check_follows_everest_steps() -> None:
     world = started_world()
     world.plug_in_and_authorize(max_voltage=450.0)
     world.through_cable_check()
-    calls = [
-        (c.requirement, c.cmd, c.args)
-        for c in world.calls()
-        if c.requirement != "hlc" or "dc_present" not in c.cmd
-    ]
-    names = [(r, c) for r, c, _ in calls]
+    names = [(c.requirement, c.cmd) for c in world.calls() if "dc_present" not in c.cmd]
     order = [
         ("bsp", "allow_power_on"),
         ("powersupply_DC", "setExportVoltageCurrent"),
@@ -74,9 +82,11 @@ def test_cable_check_follows_everest_steps() -> None:
         ("powersupply_DC", "setMode"),
         ("hlc", "cable_check_finished"),
     ]
-    cursor = names.index(order[0])
-    for step in order[1:]:
-        cursor = names.index(step, cursor + 1)
+    cursor = -1
+    for step in order:
+        later = [i for i, name in enumerate(names) if name == step and i > cursor]
+        assert later, f"{step} missing after step {cursor} of the cable check: {names}"
+        cursor = later[0]
     test_setpoint = world.calls("powersupply_DC", "setExportVoltageCurrent")[0].args
     assert test_setpoint == {"voltage": 500.0, "current": 2.0}  # min(450 + 50, 500)
     assert world.calls("hlc", "cable_check_finished")[-1].args == {"status": True}
@@ -286,13 +296,7 @@ def test_a_lapsed_budget_is_reported_once_not_every_tick() -> None:
     world.enforce(50000.0, 2)
     world.feed(
         world.core.on_supply_capabilities(
-            {
-                "max_export_power_W": 60000.0,
-                "max_export_current_A": 200.0,
-                "max_export_voltage_V": 1000.0,
-                "min_export_voltage_V": 150.0,
-                "max_export_current_A_": 0,
-            },
+            CAPS,
             world.now,
         )
     )
@@ -311,16 +315,7 @@ def test_ev_info_and_limits_describe_the_car_and_the_offer() -> None:
     world = started_world()
     world.feed(
         world.core.on_supply_capabilities(
-            {
-                "bidirectional": False,
-                "current_regulation_tolerance_A": 1.0,
-                "peak_current_ripple_A": 0.5,
-                "max_export_voltage_V": 1000.0,
-                "min_export_voltage_V": 150.0,
-                "max_export_current_A": 200.0,
-                "min_export_current_A": 2.0,
-                "max_export_power_W": 60000.0,
-            },
+            CAPS,
             world.now,
         )
     )
