@@ -180,6 +180,12 @@ def cmd_modules(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_csms(args: argparse.Namespace) -> int:
+    from .simulators.csms import main as csms_main
+
+    return csms_main(list(args.args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="everkit",
@@ -244,12 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--prefix", required=True, help="EVerest install prefix, e.g. /usr")
     install.set_defaults(func=cmd_install)
 
+    csms = sub.add_parser(
+        "csms",
+        help="run the demo OCPP 2.0.1 CSMS (for the demo and for trying a station)",
+        add_help=False,
+        description="The demo CSMS; `everkit csms --help` lists its options.",
+    )
+    csms.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo CSMS")
+    csms.set_defaults(func=cmd_csms)
+
     modules = sub.add_parser("modules", help="list the modules this installation provides")
     modules.set_defaults(func=cmd_modules)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["csms"]:  # its own parser sees every option, --help included
+        return cmd_csms(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     status: int = args.func(args)
     return status

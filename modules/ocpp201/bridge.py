@@ -1,0 +1,500 @@
+"""The bridge's event loop: the CSMS connection, boot, heartbeat and the ordered outbox.
+
+Everything here runs on one asyncio loop (module.py hands EVerest events over with
+call_soon_threadsafe), so the cores need no locks. Messages leave through one sender, in
+the order they were made; only Authorize, whose caller waits for it, goes directly (the
+package still sends one CALL at a time).
+
+Transaction messages are written to the SQLite queue before anything else happens to them:
+made offline, they wait there (with ``offline: true``, E04); made online, they are sent from
+the outbox and removed only when the CSMS answered. After every (re)connect and accepted boot
+the status of every connector goes out, then the queue, in order. A CALLERROR or timeout on an open connection is retried
+OCPPCommCtrlr.MessageAttempts times, MessageAttemptInterval × attempt apart (the spec's rule
+for transaction-related messages); after that the message is logged as undeliverable, with
+its payload, and dropped, as the spec allows. A lost connection is not an attempt: the
+message stays queued. Other messages (status, heartbeat, reports) live only in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp.charge_point import camel_to_snake_case
+from ocpp.exceptions import OCPPError
+from ocpp.v201 import call
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from .connection import BackOff, Endpoint, open_connection
+from .connector_status import ConnectorStatus
+from .device_model import DeviceModel
+from .ports import EvsePort, SystemPort, TokenPort
+from .station import FrameLog, Station
+from .store import Store
+from .timestamps import wire_timestamp
+from .transactions import EvseTransactions, TxSettings
+
+log = logging.getLogger("PyOCPP201")
+
+Clock = Callable[[], datetime]
+TICK_S = 0.5
+BOOT_RETRY_DEFAULT_S = 10
+PORT_TIMEOUT_S = 5.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Outgoing:
+    action: str
+    payload: dict[str, Any]  # camelCase, as on the wire
+    queue_id: int | None = None  # set for messages kept in the SQLite queue
+
+
+@dataclass
+class Evse:
+    id: int
+    connector_id: int
+    port: EvsePort
+    tx: EvseTransactions
+    status: ConnectorStatus
+    pending_availability: bool | None = None  # Scheduled ChangeAvailability (True = operative)
+
+
+@dataclass
+class Identity:
+    vendor_name: str
+    model: str
+    serial_number: str = ""
+    firmware_version: str = ""
+
+    def charging_station(self) -> dict[str, Any]:
+        station: dict[str, Any] = {"vendorName": self.vendor_name, "model": self.model}
+        if self.serial_number:
+            station["serialNumber"] = self.serial_number
+        if self.firmware_version:
+            station["firmwareVersion"] = self.firmware_version
+        return station
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    received_calls: int = 0
+    undeliverable: int = 0
+    connects: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Bridge:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        identity: Identity,
+        store: Store,
+        model: DeviceModel,
+        tokens: TokenPort,
+        system: SystemPort | None = None,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+        frame_log: FrameLog | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.identity = identity
+        self.store = store
+        self.model = model
+        self.tokens = tokens
+        self.system = system
+        self.clock = clock
+        self.frame_log = frame_log
+        self.evses: dict[int, Evse] = {}
+        self.online = False  # connected and boot accepted
+        self.registration = "Unknown"
+        self.counters = Counters()
+        self._rng = rng or random.Random()
+        self._outbox: deque[Outgoing] = deque()
+        self._wake = asyncio.Event()
+        self._station: Station | None = None
+        self._stopping = asyncio.Event()
+        self._reconnect = asyncio.Event()
+        self.reset_scheduled = False  # an OnIdle reset waits for the transactions to end
+        self._heartbeat_changed = asyncio.Event()
+        from .requests import CsmsRequestHandler  # one import cycle, kept local
+
+        self.requests = CsmsRequestHandler(self)
+
+    # setup ---------------------------------------------------------------------------
+
+    def add_evse(self, evse_id: int, connector_id: int, port: EvsePort) -> None:
+        restored = self.store.load_transactions().get(evse_id)
+        tx = EvseTransactions(self.tx_settings(evse_id, connector_id), restored=restored)
+        status = ConnectorStatus(evse_id, connector_id)
+        self.evses[evse_id] = Evse(evse_id, connector_id, port, tx, status)
+
+    def tx_settings(self, evse_id: int, connector_id: int) -> TxSettings:
+        m = self.model
+        return TxSettings(
+            evse_id=evse_id,
+            connector_id=connector_id,
+            tx_start_points=frozenset(m.get_list("TxCtrlr", "TxStartPoint")),
+            tx_stop_points=frozenset(m.get_list("TxCtrlr", "TxStopPoint")),
+            updated_interval_s=m.get_int("SampledDataCtrlr", "TxUpdatedInterval"),
+            started_measurands=tuple(m.get_list("SampledDataCtrlr", "TxStartedMeasurands")),
+            updated_measurands=tuple(m.get_list("SampledDataCtrlr", "TxUpdatedMeasurands")),
+            ended_measurands=tuple(m.get_list("SampledDataCtrlr", "TxEndedMeasurands")),
+        )
+
+    def settings_changed(self) -> None:
+        """Device-model values changed: rebuild what depends on them."""
+        for evse in self.evses.values():
+            evse.tx.settings = self.tx_settings(evse.id, evse.connector_id)
+        self._heartbeat_changed.set()
+
+    # EVerest events (called on the loop) -------------------------------------------
+
+    def on_session_event(self, evse_id: int, event: dict[str, Any]) -> None:
+        evse = self.evses[evse_id]
+        now = self.clock()
+        for payload in evse.tx.on_session_event(event, now, offline=not self.online):
+            self.emit_transaction_event(payload)
+        self._save_tx(evse)
+        self._status(evse, evse.status.on_session_event(event, now))
+        if not evse.tx.active:
+            self._run_scheduled(evse)
+
+    def on_powermeter(self, evse_id: int, powermeter: dict[str, Any]) -> None:
+        self.evses[evse_id].tx.on_powermeter(powermeter)
+
+    def on_ev_info(self, evse_id: int, ev_info: dict[str, Any]) -> None:
+        self.evses[evse_id].tx.on_ev_info(ev_info)
+
+    def on_fault(self, evse_id: int, active: bool) -> None:
+        evse = self.evses[evse_id]
+        evse.tx.set_faulted(active)
+        self._status(evse, evse.status.set_faulted(active, self.clock()))
+
+    def on_ready(self, evse_id: int) -> None:
+        evse = self.evses[evse_id]
+        self._status(evse, evse.status.set_ready(True, self.clock()))
+
+    def _status(self, evse: Evse, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            return
+        self.model.set_availability(evse.id, evse.connector_id, payload["connectorStatus"])
+        if self.online:
+            self.send_live("StatusNotification", payload)
+
+    def _save_tx(self, evse: Evse) -> None:
+        snapshot = evse.tx.snapshot()
+        if snapshot is None:
+            self.store.delete_transaction(evse.id)
+        else:
+            self.store.save_transaction(evse.id, snapshot)
+
+    def _run_scheduled(self, evse: Evse) -> None:
+        """ChangeAvailability and Reset that waited for the transaction to end."""
+        if evse.pending_availability is not None:
+            operative, evse.pending_availability = evse.pending_availability, None
+            asyncio.get_running_loop().create_task(self.set_operative(evse, operative))
+        if self.reset_scheduled and not any(e.tx.active for e in self.evses.values()):
+            self.reset_scheduled = False
+            asyncio.get_running_loop().create_task(self.reset(immediate=False))
+
+    # outbox -------------------------------------------------------------------------
+
+    def emit_transaction_event(self, payload: dict[str, Any]) -> None:
+        queue_id = self.store.enqueue("TransactionEvent", payload)
+        if self.online:
+            self._push(Outgoing("TransactionEvent", payload, queue_id))
+
+    def send_live(self, action: str, payload: dict[str, Any]) -> None:
+        """A message that is only worth sending now (dropped if the connection goes)."""
+        if self.online:
+            self._push(Outgoing(action, payload))
+
+    def _push(self, item: Outgoing) -> None:
+        self._outbox.append(item)
+        self._wake.set()
+
+    def queued_transaction_events(self, transaction_id: str | None = None) -> int:
+        return sum(
+            1
+            for m in self.store.pending()
+            if transaction_id is None
+            or m.payload["transactionInfo"]["transactionId"] == transaction_id
+        )
+
+    # connection lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, boot, serve; reconnect with back-off until stop()."""
+        backoff = BackOff(
+            wait_minimum_s=self.model.get_int("OCPPCommCtrlr", "RetryBackOffWaitMinimum"),
+            random_range_s=self.model.get_int("OCPPCommCtrlr", "RetryBackOffRandomRange"),
+            repeat_times=self.model.get_int("OCPPCommCtrlr", "RetryBackOffRepeatTimes"),
+            rng=self._rng,
+        )
+        ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._serve_one_connection(backoff)
+                except (OSError, WebSocketException, TimeoutError) as exc:
+                    log.warning("CSMS %s: %s", self.endpoint.url, _why(exc))
+                delay = backoff.next_delay()
+                log.info("reconnecting in %.1f s", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            ticker.cancel()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._reconnect.set()
+
+    def reconnect(self) -> None:
+        """Close the current connection; run() opens a new one (a fresh boot)."""
+        self._reconnect.set()
+
+    async def _serve_one_connection(self, backoff: BackOff) -> None:
+        timeout = self.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
+        ping = self.model.get_int("OCPPCommCtrlr", "WebSocketPingInterval") or None
+        ws = await open_connection(self.endpoint, open_timeout=timeout, ping_interval=ping)
+        self.counters.connects += 1
+        backoff.reset()
+        log.info("connected to %s", self.endpoint.url)
+        station = Station(self.endpoint.station_id, ws, self.requests, timeout, self.frame_log)
+        self._station = station
+        self._reconnect.clear()
+        tasks = {
+            asyncio.create_task(station.start(), name="receive"),
+            asyncio.create_task(self._online_session(station), name="session"),
+            asyncio.create_task(self._reconnect.wait(), name="reconnect"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        except ConnectionClosed as exc:
+            log.warning("CSMS closed the connection: %s", exc)
+        finally:
+            self.online = False
+            self._station = None
+            self._outbox.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ws.close()
+
+    async def _online_session(self, station: Station) -> None:
+        await self._boot(station)
+        self.online = True
+        now = self.clock()
+        self._outbox.clear()
+        for evse in self.evses.values():
+            self._outbox.append(Outgoing("StatusNotification", evse.status.current(now)))
+        for message in self.store.pending():
+            self._outbox.append(Outgoing(message.action, message.payload, message.id))
+        self._wake.set()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._send_forever(station)
+        finally:
+            heartbeat.cancel()
+
+    async def _boot(self, station: Station) -> None:
+        """B01-B03: BootNotification until Accepted; Pending and Rejected wait `interval`."""
+        reason = self.store.get_meta("boot_reason") or "PowerUp"
+        while True:
+            request = call.BootNotification(
+                charging_station=camel_to_snake_case(self.identity.charging_station()),
+                reason=reason,
+            )
+            try:
+                result = await station.call(request, suppress=False)
+            except (OCPPError, TimeoutError) as exc:
+                log.warning("BootNotification failed: %s", _why(exc))
+                await asyncio.sleep(BOOT_RETRY_DEFAULT_S)
+                continue
+            self.registration = str(result.status)
+            log.info("BootNotification: %s (interval %s s)", result.status, result.interval)
+            if result.status == "Accepted":
+                if result.interval > 0:
+                    self.model.set_internal(
+                        "OCPPCommCtrlr", "HeartbeatInterval", str(result.interval)
+                    )
+                self.store.set_meta("boot_reason", "PowerUp")
+                return
+            await asyncio.sleep(result.interval if result.interval > 0 else BOOT_RETRY_DEFAULT_S)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._heartbeat_changed.clear()
+            interval = self.model.get_int("OCPPCommCtrlr", "HeartbeatInterval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_changed.wait(), interval)
+                continue  # a new interval: start counting again
+            self.send_live("Heartbeat", {})
+
+    async def _send_forever(self, station: Station) -> None:
+        while True:
+            while not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+            item = self._outbox[0]
+            await self._deliver(station, item)
+            if self._outbox and self._outbox[0] is item:
+                self._outbox.popleft()
+
+    async def _deliver(self, station: Station, item: Outgoing) -> None:
+        request = getattr(call, item.action)(**camel_to_snake_case(item.payload))
+        while True:
+            try:
+                result = await station.call(request, suppress=False)
+            except (OCPPError, TimeoutError) as exc:
+                if item.queue_id is None:
+                    log.warning("CSMS did not take %s: %s (not retried)", item.action, _why(exc))
+                    return
+                if not await self._retry(item, exc):
+                    return
+                continue
+            self.counters.sent += 1
+            if item.queue_id is not None:
+                self.store.remove(item.queue_id)
+            self._after_result(item, result)
+            return
+
+    async def _retry(self, item: Outgoing, exc: Exception) -> bool:
+        assert item.queue_id is not None
+        attempts = self.store.record_attempt(item.queue_id)
+        allowed = self.model.get_int("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent")
+        if attempts >= max(allowed, 1):
+            self.store.remove(item.queue_id)
+            self.counters.undeliverable += 1
+            log.error(
+                "%s undeliverable after %d attempts (%s), dropped: %s",
+                item.action,
+                attempts,
+                _why(exc),
+                item.payload,
+            )
+            return False
+        interval = self.model.get_int(
+            "OCPPCommCtrlr", "MessageAttemptInterval", instance="TransactionEvent"
+        )
+        log.warning(
+            "%s attempt %d failed (%s); retry in %d s", item.action, attempts, _why(exc), interval
+        )
+        await asyncio.sleep(interval * attempts)
+        return True
+
+    def _after_result(self, item: Outgoing, result: Any) -> None:
+        if item.action != "TransactionEvent":
+            return
+        info = getattr(result, "id_token_info", None)
+        if not info or info.get("status") == "Accepted":
+            return
+        tx_id = item.payload["transactionInfo"]["transactionId"]
+        evse = self.evse_with_transaction(tx_id)
+        if evse is not None and self.model.get_bool("TxCtrlr", "StopTxOnInvalidId"):
+            log.warning("CSMS rejected the token of %s (%s): stopping", tx_id, info.get("status"))
+            evse.tx.deauthorized()
+            asyncio.get_running_loop().create_task(
+                asyncio.to_thread(evse.port.stop_transaction, "DeAuthorized")
+            )
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self.clock()
+            for evse in self.evses.values():
+                for payload in evse.tx.tick(now, offline=not self.online):
+                    self.emit_transaction_event(payload)
+                if evse.tx.active:
+                    self._save_tx(evse)
+
+    # things CSMS requests lead to --------------------------------------------------
+
+    def refresh_clock(self) -> None:
+        """ClockCtrlr.DateTime is read from the model; make it now before anyone reads it."""
+        self.model.set_internal("ClockCtrlr", "DateTime", wire_timestamp(self.clock()))
+
+    def evse_with_transaction(self, transaction_id: str) -> Evse | None:
+        for evse in self.evses.values():
+            if evse.tx.transaction_id == transaction_id:
+                return evse
+        return None
+
+    async def set_operative(self, evse: Evse, operative: bool) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(evse.port.enable, operative), PORT_TIMEOUT_S)
+        except Exception as exc:  # the EVSE is another process: report, keep serving
+            log.error("EVSE %d enable_disable(%s) failed: %s", evse.id, operative, _why(exc))
+
+    def schedule_reset(self) -> None:
+        self.reset_scheduled = True
+
+    async def reset(self, immediate: bool) -> None:
+        """B11/B12: end transactions, let their Ended events go out, then restart."""
+        now = self.clock()
+        for evse in self.evses.values():
+            if evse.tx.active:
+                for payload in evse.tx.reset_stop(immediate, now, offline=not self.online):
+                    self.emit_transaction_event(payload)
+                self._save_tx(evse)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        asyncio.to_thread(evse.port.stop_transaction, "HardReset"), PORT_TIMEOUT_S
+                    )
+        await self._drain(timeout=self.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default"))
+        self.store.set_meta("boot_reason", "RemoteReset")
+        if self.system is not None:
+            system = self.system
+            if await asyncio.to_thread(system.reset, immediate):
+                return
+        log.info("reset: restarting the OCPP connection (no system module resets the charger)")
+        self.reconnect()
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.store.count() and self.online and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def authorize(self, id_token: dict[str, Any]) -> dict[str, Any]:
+        """C01: ask the CSMS; offline, AuthCtrlr decides (C15 offline rules)."""
+        station = self._station
+        if station is not None and self.online:
+            try:
+                result = await station.call(call.Authorize(id_token=id_token), suppress=False)
+            except (OCPPError, TimeoutError, ConnectionClosed) as exc:
+                log.warning("Authorize failed: %s; treating as offline", _why(exc))
+            else:
+                return dict(result.id_token_info)
+        if self.model.get_bool("AuthCtrlr", "LocalAuthorizeOffline") and self.model.get_bool(
+            "AuthCtrlr", "OfflineTxForUnknownIdEnabled"
+        ):
+            return {"status": "Accepted"}
+        return {"status": "Unknown"}
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        hint = " (wrong station id or password?)" if status == 401 else ""
+        return f"HTTP {status}{hint}"
+    if isinstance(exc, OCPPError):
+        return f"CALLERROR {exc.code}: {exc.description}"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,324 @@
+"""PyOCPP201: binds the bridge (an asyncio loop on its own thread) to the EVerest bus.
+
+Bus callbacks hand events to the loop with call_soon_threadsafe and return at once. The
+bridge is built in the ready callback, once get_evse told us each EVSE's id and connector;
+session events that arrive before are kept and replayed in order. EVSE commands run on
+worker threads of the loop (asyncio.to_thread), so a slow EvseManager never blocks the
+websocket. validate_token (an MQTT handler thread) waits for the Authorize round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..framework import CommandError, Fulfillment, Module
+from ..framework.error_model import ErrorObject
+from .bridge import Bridge, Identity, utc_now
+from .connection import Endpoint
+from .device_model import DeviceModel, EvseShape, StationShape
+from .ports import EvsePort, SystemPort, TokenPort
+from .store import Store
+from .timestamps import wire_timestamp
+
+log = logging.getLogger("PyOCPP201")
+
+EVSE_CALL_TIMEOUT_S = 5.0
+INOPERATIVE = "evse_manager/Inoperative"
+DB_FILE = "everkit-ocpp201.db"
+
+
+class MqttEvse(EvsePort):
+    def __init__(self, module: Module, evse: Fulfillment) -> None:
+        self.module = module
+        self.evse = evse
+
+    def _call(self, cmd: str, args: dict[str, Any]) -> Any:
+        return self.module.call_command(self.evse, cmd, args, timeout=EVSE_CALL_TIMEOUT_S)
+
+    def enable(self, enabled: bool) -> bool:
+        source = {
+            "enable_source": "CSMS",
+            "enable_state": "Enable" if enabled else "Disable",
+            "enable_priority": 5000,
+        }
+        return bool(self._call("enable_disable", {"connector_id": 0, "cmd_source": source}))
+
+    def stop_transaction(self, reason: str) -> bool:
+        return bool(self._call("stop_transaction", {"request": {"reason": reason}}))
+
+    def force_unlock(self, connector_id: int) -> bool:
+        return bool(self._call("force_unlock", {"connector_id": connector_id}))
+
+
+class MqttTokens(TokenPort):
+    def __init__(self, module: Module) -> None:
+        self.module = module
+
+    def provide(self, token: dict[str, Any]) -> None:
+        self.module.publish_variable("auth_provider", "provided_token", token)
+
+
+class MqttSystem(SystemPort):
+    def __init__(self, module: Module, system: Fulfillment) -> None:
+        self.module = module
+        self.system = system
+
+    def reset(self, immediate: bool) -> bool:
+        args = {"type": "Hard" if immediate else "Soft", "scheduled": not immediate}
+        self.module.call_command(self.system, "reset", args, timeout=EVSE_CALL_TIMEOUT_S)
+        return True
+
+
+class FrameFile:
+    """MessageLogPath: one JSON line per OCPP frame, in both directions."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = path.open("a", encoding="utf-8")
+
+    def __call__(self, direction: str, frame: str) -> None:
+        line = {"t": wire_timestamp(utc_now()), "dir": direction, "frame": frame}
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def to_validation_result(info: dict[str, Any]) -> dict[str, Any]:
+    """OCPP IdTokenInfo (snake_case, from the package) → EVerest ValidationResult."""
+    result: dict[str, Any] = {"authorization_status": info["status"], "tariff_messages": []}
+    if info.get("cache_expiry_date_time"):
+        result["expiry_time"] = info["cache_expiry_date_time"]
+    group = info.get("group_id_token")
+    if group:
+        result["parent_id_token"] = {"value": group["id_token"], "type": group["type"]}
+    if info.get("evse_id"):
+        result["evse_ids"] = list(info["evse_id"])
+    return result
+
+
+def endpoint_from(cfg: dict[str, Any], stored_password: str | None) -> Endpoint:
+    return Endpoint(
+        csms_url=cfg["csms_url"],
+        station_id=cfg["station_id"],
+        security_profile=int(cfg["security_profile"]),
+        password=stored_password or cfg["basic_auth_password"],
+        ca_file=cfg["ca_file"],
+    )
+
+
+def parse_device_model(text: str) -> dict[str, str]:
+    """The ``device_model`` config value: ``Component.Variable=value`` items, comma separated."""
+    items: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"'{part}' is not Component.Variable=value")
+        items[key.strip()] = value.strip()
+    return items
+
+
+class PyOCPP201:
+    def __init__(self, module: Module, clock: Callable[[], Any] = utc_now) -> None:
+        self.module = module
+        self.cfg = module.module_config
+        self.clock = clock
+        self.loop = asyncio.new_event_loop()
+        self.bridge: Bridge | None = None
+        self.store: Store | None = None
+        self.frame_file: FrameFile | None = None
+        self._lock = threading.Lock()
+        self._early: list[tuple[int, str, Any]] = []
+        self._evse_ids: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._run_loop, name="ocpp-loop", daemon=True)
+        self._run_task: Future[None] | None = None
+
+    @classmethod
+    def attach(cls, module: Module) -> PyOCPP201:
+        bridge = cls(module)
+        module.implement_command("auth_validator", "validate_token", bridge.validate_token)
+        for index, evse in enumerate(module.connections("evse_manager")):
+            for var in ("session_event", "powermeter", "ev_info", "ready"):
+                module.subscribe_variable(evse, var, bridge._handover(index, var))
+            module.subscribe_error(
+                evse,
+                INOPERATIVE,
+                bridge._error_handover(index, active=True),
+                bridge._error_handover(index, active=False),
+            )
+        bridge._thread.start()
+        return bridge
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    # bus → loop ---------------------------------------------------------------------
+
+    def _handover(self, index: int, var: str) -> Callable[[Any], None]:
+        return lambda value: self._deliver(index, var, value)
+
+    def _error_handover(self, index: int, active: bool) -> Callable[[ErrorObject], None]:
+        return lambda _error: self._deliver(index, "fault", active)
+
+    def _deliver(self, index: int, kind: str, value: Any) -> None:
+        with self._lock:
+            if self.bridge is None:
+                self._early.append((index, kind, value))
+                return
+        self.loop.call_soon_threadsafe(self._dispatch, index, kind, value)
+
+    def _dispatch(self, index: int, kind: str, value: Any) -> None:
+        bridge = self.bridge
+        assert bridge is not None
+        evse_id = self._evse_ids[index]
+        if kind == "session_event":
+            bridge.on_session_event(evse_id, value)
+        elif kind == "powermeter":
+            bridge.on_powermeter(evse_id, value)
+        elif kind == "ev_info":
+            bridge.on_ev_info(evse_id, value)
+        elif kind == "ready" and value:
+            bridge.on_ready(evse_id)
+        elif kind == "fault":
+            bridge.on_fault(evse_id, bool(value))
+
+    # ready: learn the EVSEs, build and start the bridge ------------------------------
+
+    def ready(self) -> None:
+        threading.Thread(target=self._start, name="ocpp-start", daemon=True).start()
+
+    def _describe_evses(self) -> list[tuple[Fulfillment, int, int]]:
+        described = []
+        for index, evse in enumerate(self.module.connections("evse_manager")):
+            evse_id, connector_id = index + 1, 1
+            try:
+                info = self.module.call_command(evse, "get_evse", timeout=EVSE_CALL_TIMEOUT_S)
+                evse_id = int(info["id"])
+                if info.get("connectors"):
+                    connector_id = int(info["connectors"][0]["id"])
+            except CommandError as exc:
+                log.warning("get_evse of %s failed (%s): EVSE id %d", evse.module_id, exc, evse_id)
+            described.append((evse, evse_id, connector_id))
+        return described
+
+    def _start(self) -> None:
+        described = self._describe_evses()
+        cfg = self.cfg
+        directory = Path(cfg["CoreDatabasePath"])
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = Store.open(directory / DB_FILE)
+        shape = StationShape(
+            station_id=cfg["station_id"],
+            vendor_name=cfg["vendor_name"],
+            model=cfg["model"],
+            serial_number=cfg["serial_number"],
+            firmware_version=cfg["firmware_version"] or _version(),
+            security_profile=int(cfg["security_profile"]),
+            connector_type=cfg["connector_type"],
+            evses=[EvseShape(evse_id, [connector]) for _, evse_id, connector in described],
+        )
+        model = DeviceModel.standard(
+            shape,
+            overrides=parse_device_model(cfg["device_model"]),
+            stored=store.load_variables(),
+            persist=store.save_variable,
+        )
+        identity = Identity(
+            cfg["vendor_name"], cfg["model"], cfg["serial_number"], shape.firmware_version or ""
+        )
+        endpoint = endpoint_from(cfg, model.basic_auth_password())
+        if cfg["MessageLogPath"]:
+            name = f"ocpp-{cfg['station_id']}.jsonl"
+            self.frame_file = FrameFile(Path(cfg["MessageLogPath"]) / name)
+        systems = self.module.connections("system")
+        system = MqttSystem(self.module, systems[0]) if systems else None
+
+        async def build() -> Bridge:
+            bridge = Bridge(
+                endpoint,
+                identity,
+                store,
+                model,
+                MqttTokens(self.module),
+                system,
+                clock=self.clock,
+                frame_log=self.frame_file,
+            )
+            for evse, evse_id, connector_id in described:
+                bridge.add_evse(evse_id, connector_id, MqttEvse(self.module, evse))
+            return bridge
+
+        bridge = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
+        self.store = store
+        self._evse_ids = {index: evse_id for index, (_, evse_id, _) in enumerate(described)}
+        with self._lock:
+            self.bridge = bridge
+            early, self._early = self._early, []
+        for item in early:
+            self.loop.call_soon_threadsafe(self._dispatch, *item)
+        self._run_task = asyncio.run_coroutine_threadsafe(bridge.run(), self.loop)
+        log.info("PyOCPP201 %s → %s (security profile %d)", shape.station_id, endpoint.url,
+                 endpoint.security_profile)
+
+    # auth_token_validator -------------------------------------------------------------
+
+    def validate_token(self, provided_token: dict[str, Any]) -> dict[str, Any]:
+        bridge = self.bridge
+        if bridge is None:
+            return {"authorization_status": "Unknown", "tariff_messages": []}
+        token = provided_token["id_token"]
+        id_token = {"id_token": token["value"], "type": token["type"]}
+        timeout = bridge.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default") + 5
+        future = asyncio.run_coroutine_threadsafe(bridge.authorize(id_token), self.loop)
+        try:
+            return to_validation_result(future.result(timeout=timeout))
+        except FutureTimeout:
+            future.cancel()
+            return {"authorization_status": "Timeout", "tariff_messages": []}
+
+    def close(self) -> None:
+        bridge = self.bridge
+        if bridge is not None:
+            asyncio.run_coroutine_threadsafe(bridge.stop(), self.loop).result(timeout=5)
+            if self._run_task is not None:
+                try:
+                    self._run_task.result(timeout=10)
+                except Exception as exc:
+                    log.warning("bridge stopped with %s", exc)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if self.store is not None:
+            self.store.close()
+        if self.frame_file is not None:
+            self.frame_file.close()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "everkit " + version("everkit")
+    except PackageNotFoundError:
+        return "everkit"
+
+
+def main() -> None:
+    module = Module.start()
+    bridge = PyOCPP201.attach(module)
+    module.init_done(bridge.ready)
+    try:
+        module.serve_forever()
+    finally:
+        bridge.close()

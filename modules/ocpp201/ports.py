@@ -1,0 +1,42 @@
+"""The EVerest side as the bridge sees it: small blocking ports, one per thing it drives.
+
+module.py implements them with MQTT commands and vars; tests implement them in memory. The
+bridge calls them from worker threads (asyncio.to_thread), never from its event loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+
+class EvsePort(ABC):
+    """One EVSE's evse_manager commands."""
+
+    @abstractmethod
+    def enable(self, enabled: bool) -> bool:
+        """enable_disable with source CSMS; True when the EVSE ends up enabled."""
+
+    @abstractmethod
+    def stop_transaction(self, reason: str) -> bool:
+        """stop_transaction with an EVerest StopTransactionReason."""
+
+    @abstractmethod
+    def force_unlock(self, connector_id: int) -> bool:
+        """force_unlock; True when the connector is unlocked."""
+
+
+class TokenPort(ABC):
+    """auth_token_provider: tokens the CSMS hands us (RequestStartTransaction)."""
+
+    @abstractmethod
+    def provide(self, token: dict[str, Any]) -> None:
+        """Publish one ProvidedIdToken."""
+
+
+class SystemPort(ABC):
+    """The `system` module, when one is connected: a Reset restarts the charger."""
+
+    @abstractmethod
+    def reset(self, immediate: bool) -> bool:
+        """system.reset; True when the system will reset."""

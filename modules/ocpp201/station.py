@@ -1,0 +1,158 @@
+"""The `ocpp` package's ChargePoint, as the station end of one websocket connection.
+
+It routes CSMS requests to a ``CsmsRequests`` object (the bridge) and does nothing else:
+frames are checked by rpc.classify first (the handlers skip the package's own validation,
+whose error codes differ from the spec), and every frame in and out goes to the frame log.
+Handlers answer at once (only UnlockConnector waits, for the lock); work that needs other
+modules or further CALLs runs in the ``after`` hooks, which the package schedules as tasks, because a handler that awaited a CALL
+of its own would block the receive loop that has to deliver its response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
+from ocpp.routing import after as _after
+from ocpp.routing import on as _on
+from ocpp.v201 import ChargePoint
+from ocpp.v201.enums import Action
+
+from .rpc import classify
+
+log = logging.getLogger("PyOCPP201")
+
+FrameLog = Callable[[str, str], None]  # (direction "out"/"in", raw frame)
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def on(action: str) -> Callable[[Handler], Handler]:
+    # the package validates with its own error codes; rpc.classify did it already
+    return cast(Callable[[Handler], Handler], _on(action, skip_schema_validation=True))
+
+
+def after(action: str) -> Callable[[Handler], Handler]:
+    return cast(Callable[[Handler], Handler], _after(action))
+
+HANDLED = frozenset(
+    {
+        "GetVariables",
+        "SetVariables",
+        "GetBaseReport",
+        "Reset",
+        "ChangeAvailability",
+        "TriggerMessage",
+        "RequestStartTransaction",
+        "RequestStopTransaction",
+        "UnlockConnector",
+        "GetTransactionStatus",
+    }
+)
+
+
+class CsmsRequests(Protocol):
+    """What the bridge answers; each method gets the request as the package delivers it
+    (snake_case keys) and returns a ``ocpp.v201.call_result`` dataclass."""
+
+    async def answer(self, action: str, request: dict[str, Any]) -> Any: ...
+
+    async def after(self, action: str, request: dict[str, Any]) -> None: ...
+
+
+class Station(ChargePoint):  # type: ignore[misc]  # the package has no type hints
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        requests: CsmsRequests,
+        response_timeout: float,
+        frame_log: FrameLog | None = None,
+    ) -> None:
+        super().__init__(station_id, connection, response_timeout=response_timeout, logger=log)
+        self._requests = requests
+        self._frame_log = frame_log
+
+    async def route_message(self, raw_msg: str) -> None:
+        if self._frame_log:
+            self._frame_log("in", raw_msg)
+        rejection = classify(raw_msg, HANDLED)
+        if rejection is not None:
+            log.warning("CSMS %s", rejection.log_line())
+            await self._send(rejection.frame())
+            return
+        await super().route_message(raw_msg)
+
+    async def _send(self, message: str) -> None:
+        if self._frame_log:
+            self._frame_log("out", message)
+        await self._connection.send(message)
+
+    @on(Action.get_variables)
+    async def _on_get_variables(self, **request: Any) -> Any:
+        return await self._requests.answer("GetVariables", request)
+
+    @on(Action.set_variables)
+    async def _on_set_variables(self, **request: Any) -> Any:
+        return await self._requests.answer("SetVariables", request)
+
+    @after(Action.set_variables)
+    async def _after_set_variables(self, **request: Any) -> None:
+        await self._requests.after("SetVariables", request)
+
+    @on(Action.get_base_report)
+    async def _on_get_base_report(self, **request: Any) -> Any:
+        return await self._requests.answer("GetBaseReport", request)
+
+    @after(Action.get_base_report)
+    async def _after_get_base_report(self, **request: Any) -> None:
+        await self._requests.after("GetBaseReport", request)
+
+    @on(Action.reset)
+    async def _on_reset(self, **request: Any) -> Any:
+        return await self._requests.answer("Reset", request)
+
+    @after(Action.reset)
+    async def _after_reset(self, **request: Any) -> None:
+        await self._requests.after("Reset", request)
+
+    @on(Action.change_availability)
+    async def _on_change_availability(self, **request: Any) -> Any:
+        return await self._requests.answer("ChangeAvailability", request)
+
+    @after(Action.change_availability)
+    async def _after_change_availability(self, **request: Any) -> None:
+        await self._requests.after("ChangeAvailability", request)
+
+    @on(Action.trigger_message)
+    async def _on_trigger_message(self, **request: Any) -> Any:
+        return await self._requests.answer("TriggerMessage", request)
+
+    @after(Action.trigger_message)
+    async def _after_trigger_message(self, **request: Any) -> None:
+        await self._requests.after("TriggerMessage", request)
+
+    @on(Action.request_start_transaction)
+    async def _on_request_start(self, **request: Any) -> Any:
+        return await self._requests.answer("RequestStartTransaction", request)
+
+    @after(Action.request_start_transaction)
+    async def _after_request_start(self, **request: Any) -> None:
+        await self._requests.after("RequestStartTransaction", request)
+
+    @on(Action.request_stop_transaction)
+    async def _on_request_stop(self, **request: Any) -> Any:
+        return await self._requests.answer("RequestStopTransaction", request)
+
+    @after(Action.request_stop_transaction)
+    async def _after_request_stop(self, **request: Any) -> None:
+        await self._requests.after("RequestStopTransaction", request)
+
+    @on(Action.unlock_connector)
+    async def _on_unlock_connector(self, **request: Any) -> Any:
+        # awaits the connector lock (bounded by the bridge); no CALL, so no deadlock
+        return await self._requests.answer("UnlockConnector", request)
+
+    @on(Action.get_transaction_status)
+    async def _on_get_transaction_status(self, **request: Any) -> Any:
+        return await self._requests.answer("GetTransactionStatus", request)
