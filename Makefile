@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	@tools/ensure-mosquitto --optional
-	$(BIN)/everkit run config/sil-dc.yaml
+	$(BIN)/everkit demo --config config/sil-dc.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

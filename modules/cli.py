@@ -180,6 +180,17 @@ def cmd_modules(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_demo_config() -> Path:
+    return contract_root() / "config" / "sil-dc.yaml"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _setup_logging("demo", args.verbose)
+    return run_demo(Path(args.config), Path(args.report), args.limit_W, args.trace)
+
+
 def cmd_csms(args: argparse.Namespace) -> int:
     from .simulators.csms import main as csms_main
 
@@ -249,6 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     install.add_argument("--prefix", required=True, help="EVerest install prefix, e.g. /usr")
     install.set_defaults(func=cmd_install)
+
+    demo = sub.add_parser(
+        "demo",
+        help="a whole DC charging session with OCPP: SIL charger + demo CSMS",
+        description="Start the demo CSMS, point the config's PyOCPP201 at it (fresh store), "
+        "run the config until the car's script is done, and print the OCPP traffic. Frames "
+        "are recorded to REPORT/ocpp.jsonl.",
+    )
+    demo.add_argument("--config", default=str(_default_demo_config()), help="runtime config")
+    demo.add_argument("--report", default="session-report", help="folder for the recordings")
+    demo.add_argument(
+        "--limit-W",
+        type=int,
+        default=30000,
+        help="power of the TxProfile the CSMS sets when the transaction starts (W)",
+    )
+    demo.add_argument("--trace", action="store_true", help="print every message on the bus")
+    demo.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    demo.set_defaults(func=cmd_demo)
 
     csms = sub.add_parser(
         "csms",

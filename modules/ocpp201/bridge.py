@@ -121,7 +121,8 @@ class Bridge:
         self.registration = "Unknown"
         self.counters = Counters()
         self._rng = rng or random.Random()
-        self._outbox: deque[Outgoing] = deque()
+        self._outbox: deque[Outgoing] = deque()  # our own messages: sent once Accepted
+        self._requested: deque[Outgoing] = deque()  # what the CSMS asked for: sent at once
         self._wake = asyncio.Event()
         self._station: Station | None = None
         self._stopping = asyncio.Event()
@@ -216,14 +217,26 @@ class Bridge:
         if self.online:
             self._push(Outgoing("TransactionEvent", payload, queue_id))
 
-    def send_live(self, action: str, payload: dict[str, Any]) -> None:
-        """A message that is only worth sending now (dropped if the connection goes)."""
-        if self.online:
+    def send_live(self, action: str, payload: dict[str, Any], requested: bool = False) -> None:
+        """A message only worth sending on this connection. ``requested``: the CSMS asked
+        for it (a report, a triggered message), so it may go before the boot is Accepted
+        (B02.FR.02/03) and ahead of the queue."""
+        if requested and self._station is not None:
+            self._requested.append(Outgoing(action, payload))
+            self._wake.set()
+        elif self.online:
             self._push(Outgoing(action, payload))
 
     def _push(self, item: Outgoing) -> None:
         self._outbox.append(item)
         self._wake.set()
+
+    def _next_item(self) -> tuple[Outgoing, deque[Outgoing]] | None:
+        if self._requested:
+            return self._requested[0], self._requested
+        if self.online and self._outbox:
+            return self._outbox[0], self._outbox
+        return None
 
     def queued_transaction_events(self, transaction_id: str | None = None) -> int:
         return sum(
@@ -278,6 +291,7 @@ class Bridge:
         tasks = {
             asyncio.create_task(station.start(), name="receive"),
             asyncio.create_task(self._online_session(station), name="session"),
+            asyncio.create_task(self._send_forever(station), name="sender"),
             asyncio.create_task(self._reconnect.wait(), name="reconnect"),
         }
         try:
@@ -291,6 +305,7 @@ class Bridge:
             self.online = False
             self._station = None
             self._outbox.clear()
+            self._requested.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -298,19 +313,14 @@ class Bridge:
 
     async def _online_session(self, station: Station) -> None:
         await self._boot(station)
+        # no await from here to the end of the block: nothing made meanwhile can be missed
         self.online = True
         now = self.clock()
-        self._outbox.clear()
         for evse in self.evses.values():
-            self._outbox.append(Outgoing("StatusNotification", evse.status.current(now)))
+            self._push(Outgoing("StatusNotification", evse.status.current(now)))
         for message in self.store.pending():
-            self._outbox.append(Outgoing(message.action, message.payload, message.id))
-        self._wake.set()
-        heartbeat = asyncio.create_task(self._heartbeat())
-        try:
-            await self._send_forever(station)
-        finally:
-            heartbeat.cancel()
+            self._push(Outgoing(message.action, message.payload, message.id))
+        await self._heartbeat()
 
     async def _boot(self, station: Station) -> None:
         """B01-B03: BootNotification until Accepted; Pending and Rejected wait `interval`."""
@@ -348,13 +358,15 @@ class Bridge:
 
     async def _send_forever(self, station: Station) -> None:
         while True:
-            while not self._outbox:
+            found = self._next_item()
+            if found is None:
                 self._wake.clear()
                 await self._wake.wait()
-            item = self._outbox[0]
+                continue
+            item, lane = found
             await self._deliver(station, item)
-            if self._outbox and self._outbox[0] is item:
-                self._outbox.popleft()
+            if lane and lane[0] is item:
+                lane.popleft()
 
     async def _deliver(self, station: Station, item: Outgoing) -> None:
         request = getattr(call, item.action)(**camel_to_snake_case(item.payload))

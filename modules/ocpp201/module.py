@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -315,6 +316,8 @@ def _version() -> str:
 
 
 def main() -> None:
+    if os.environ.get("EVERKIT_OCPP_WIRE_LOG") != "1":
+        logging.getLogger("PyOCPP201.wire").setLevel(logging.WARNING)
     module = Module.start()
     bridge = PyOCPP201.attach(module)
     module.init_done(bridge.ready)

@@ -22,6 +22,9 @@ from ocpp.v201.enums import Action
 from .rpc import classify
 
 log = logging.getLogger("PyOCPP201")
+# the package logs every frame at INFO; the frames are in MessageLogPath (and in the CSMS's
+# log), so they stay out of the charger's console unless someone asks for them
+wire_log = logging.getLogger("PyOCPP201.wire")
 
 FrameLog = Callable[[str, str], None]  # (direction "out"/"in", raw frame)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -69,7 +72,9 @@ class Station(ChargePoint):  # type: ignore[misc]  # the package has no type hin
         response_timeout: float,
         frame_log: FrameLog | None = None,
     ) -> None:
-        super().__init__(station_id, connection, response_timeout=response_timeout, logger=log)
+        super().__init__(
+            station_id, connection, response_timeout=response_timeout, logger=wire_log
+        )
         self._requests = requests
         self._frame_log = frame_log
 
