@@ -310,10 +310,6 @@ class EvseTransactions:
     def transaction_id(self) -> str | None:
         return self._tx.id if self._tx else None
 
-    @property
-    def charging_state(self) -> str:
-        return self._charging_state()
-
     def next_deadline(self) -> datetime | None:
         """When ``tick`` has work to do next (the next periodic sample), if ever."""
         return self._tx.next_sample if self._tx else None
@@ -402,7 +398,7 @@ class EvseTransactions:
         else:
             starting = [point for point in rose if point in self._settings.tx_start_points]
             if starting:
-                out.append(self._started(starting[0], event, reading, now, offline))
+                out.append(self._started(starting[0], reading, now, offline))
         if kind == "SessionFinished":
             self._finish_session()
         return out
@@ -577,12 +573,7 @@ class EvseTransactions:
     # the three kinds of message
 
     def _started(
-        self,
-        point: str,
-        event: Mapping[str, Any],
-        reading: Mapping[str, Any] | None,
-        now: datetime,
-        offline: bool,
+        self, point: str, reading: Mapping[str, Any] | None, now: datetime, offline: bool
     ) -> dict[str, Any]:
         session = self._session
         session.transactions += 1
