@@ -1,6 +1,7 @@
 """Whole DC sessions: `everkit run` with config/sil-dc.yaml (PyEvseManager, PyInfyPowerDC
-with simulated modules, PyHardwareSim, PyEvSimulator, PyAuth) on a real Mosquitto; every
-assertion is made from what crossed the bus."""
+with simulated modules, PyHardwareSim, PyEvSimulator, PyAuth, PyOCPP201) on a real
+Mosquitto, with the demo CSMS as its own process; every assertion is made from what crossed
+the bus or the websocket."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import yaml
 
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import Captured, RawClient
+from tests.e2e.conftest import CsmsProcess
 from tests.runner import run_config
 from tests.wire_rules import violations
 
@@ -45,6 +47,7 @@ def run_session(
     tmp_path: Path,
     broker: BrokerAddress,
     prefix: str,
+    csms: CsmsProcess,
     *,
     script: str = SCRIPT.format(charge_s=6),
     car: dict[str, Any] | None = None,
@@ -59,6 +62,9 @@ def run_session(
     modules["hardware"]["config_module"] = {**FAST, **(hardware or {})}
     modules["psu"]["config_implementation"]["main"].update(
         {"can_channel": f"sil-{prefix.strip('/')}", **(psu or {})}
+    )
+    modules["ocpp"]["config_module"].update(
+        {"csms_url": csms.url, "CoreDatabasePath": str(tmp_path / "ocpp")}
     )
     _status, output = run_config(config, tmp_path, broker, prefix)
     return output
@@ -100,10 +106,41 @@ def assert_ended_safe(recorder: RawClient) -> None:
     assert not relays, "the session ended with the relays allowed"
 
 
+def assert_reported_over_ocpp(csms: CsmsProcess, meter_Wh: float) -> None:
+    """What the CSMS saw: boot, statuses, the token checked, one whole transaction."""
+    assert [b["reason"] for b in csms.calls("BootNotification")] == ["PowerUp"]
+    statuses = [s["connectorStatus"] for s in csms.calls("StatusNotification")]
+    assert statuses == ["Available", "Occupied", "Available"], statuses
+    assert [a["idToken"]["idToken"] for a in csms.calls("Authorize")] == ["TOKEN1"]
+    events = csms.calls("TransactionEvent")
+    assert [e["seqNo"] for e in events] == list(range(len(events)))
+    kinds = [e["eventType"] for e in events]
+    assert kinds[0] == "Started" and kinds[-1] == "Ended", kinds
+    assert set(kinds[1:-1]) == {"Updated"}
+    assert len({e["transactionInfo"]["transactionId"] for e in events}) == 1
+    assert events[0]["idToken"]["idToken"] == "TOKEN1"
+    assert events[-1]["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+    assert any(e["triggerReason"] == "MeterValuePeriodic" for e in events)
+    measurands = {
+        sv.get("measurand", "Energy.Active.Import.Register")
+        for e in events
+        for mv in e.get("meterValue", [])
+        for sv in mv["sampledValue"]
+    }
+    assert {"Energy.Active.Import.Register", "Power.Active.Import", "SoC"} <= measurands
+    ended_energy = [
+        sv["value"]
+        for mv in events[-1]["meterValue"]
+        for sv in mv["sampledValue"]
+        if sv.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"
+    ]
+    assert ended_energy == [pytest.approx(meter_Wh, abs=1.0)]
+
+
 def test_a_full_dc_session_from_plug_in_to_unplug(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
+    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
 ) -> None:
-    output = run_session(tmp_path, broker, prefix)
+    output = run_session(tmp_path, broker, prefix, csms)
     assert "exited with status 0" in output, output[-3000:]
     assert session_events(recorder) == ["Enabled", *SESSION]
     finished = payloads(recorder, "evse/var/session_event")[-2][1]["data"]
@@ -134,6 +171,7 @@ def test_a_full_dc_session_from_plug_in_to_unplug(
     assert meter["energy_Wh_import"]["total"] == pytest.approx(integral_Wh, rel=0.15)
     assert_ended_safe(recorder)
     assert raised(recorder) == []
+    assert_reported_over_ocpp(csms, meter_Wh=meter["energy_Wh_import"]["total"])
     for message in recorder.messages:
         assert (
             violations(
@@ -144,9 +182,9 @@ def test_a_full_dc_session_from_plug_in_to_unplug(
 
 
 def test_an_isolation_fault_fails_the_cable_check_safely(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
+    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
 ) -> None:
-    run_session(tmp_path, broker, prefix, hardware={"imd_resistance_F_Ohm": 50000})
+    run_session(tmp_path, broker, prefix, csms, hardware={"imd_resistance_F_Ohm": 50000})
     events = session_events(recorder)
     assert "ChargingStarted" not in events
     assert events[-3:] == ["ChargingFinished", "TransactionFinished", "SessionFinished"] or (
@@ -185,10 +223,11 @@ def test_a_fault_during_charging_stops_safely_with_the_right_errors(
     broker: BrokerAddress,
     prefix: str,
     recorder: RawClient,
+    csms: CsmsProcess,
     knobs: dict[str, dict[str, Any]],
     error: tuple[str, str],
 ) -> None:
-    run_session(tmp_path, broker, prefix, script=SCRIPT.format(charge_s=20), **knobs)
+    run_session(tmp_path, broker, prefix, csms, script=SCRIPT.format(charge_s=20), **knobs)
     events = session_events(recorder)
     assert "ChargingStarted" in events
     after = events[events.index("ChargingStarted") + 1 :]
@@ -197,15 +236,19 @@ def test_a_fault_during_charging_stops_safely_with_the_right_errors(
     assert error in found
     assert ("evse_manager/Inoperative", "") in found
     assert_ended_safe(recorder)
+    # the CSMS learns of it: the connector is Faulted while Inoperative is active
+    statuses = [s["connectorStatus"] for s in csms.calls("StatusNotification")]
+    assert "Faulted" in statuses, statuses
 
 
 def test_the_car_stops_at_its_target_soc(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
+    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
 ) -> None:
     run_session(
         tmp_path,
         broker,
         prefix,
+        csms,
         script=SCRIPT.format(charge_s=60),
         car={"soc": 97, "target_soc": 98, "dc_energy_capacity": 1000},
     )
@@ -216,13 +259,13 @@ def test_the_car_stops_at_its_target_soc(
 
 
 def test_unplugging_during_charging_switches_off_before_the_relays_open(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
+    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
 ) -> None:
     script = (
         "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
         "iso_dc_power_on;sleep 3;unplug;sleep 2"
     )
-    run_session(tmp_path, broker, prefix, script=script)
+    run_session(tmp_path, broker, prefix, csms, script=script)
     events = session_events(recorder)
     assert events[-5:] == [
         "ChargingStarted",
