@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..framework import CommandError, Fulfillment, Module
+from ..framework.errors import ConfigError
 from ..framework.error_model import ErrorObject
 from .bridge import Bridge, Identity, utc_now
 from .connection import Endpoint
@@ -130,6 +131,19 @@ def parse_device_model(text: str) -> dict[str, str]:
     return items
 
 
+def check_config(cfg: dict[str, Any], module_id: str) -> None:
+    """What the manifest's schema cannot say: settings that only fail together."""
+    problems = endpoint_from(cfg, None).problems()
+    try:
+        parse_device_model(cfg["device_model"])
+    except ValueError as exc:
+        problems.append(("device_model", str(exc)))
+    if problems:
+        key, reason = problems[0]
+        more = "".join(f"; key '{k}': {r}" for k, r in problems[1:])
+        raise ConfigError(reason + more, module=module_id, key=f"config_module.{key}")
+
+
 class PyOCPP201:
     def __init__(self, module: Module, clock: Callable[[], Any] = utc_now) -> None:
         self.module = module
@@ -144,9 +158,13 @@ class PyOCPP201:
         self._evse_ids: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run_loop, name="ocpp-loop", daemon=True)
         self._run_task: Future[None] | None = None
+        self.failed: Exception | None = None
 
     @classmethod
     def attach(cls, module: Module) -> PyOCPP201:
+        """Check the config, register handlers and subscriptions, start the loop thread.
+        The bridge itself starts in ``ready``. Raises ConfigError naming the key."""
+        check_config(module.module_config, module.info.id)
         bridge = cls(module)
         module.implement_command("auth_validator", "validate_token", bridge.validate_token)
         for index, evse in enumerate(module.connections("evse_manager")):
@@ -198,7 +216,15 @@ class PyOCPP201:
     # ready: learn the EVSEs, build and start the bridge ------------------------------
 
     def ready(self) -> None:
-        threading.Thread(target=self._start, name="ocpp-start", daemon=True).start()
+        threading.Thread(target=self._start_or_stop, name="ocpp-start", daemon=True).start()
+
+    def _start_or_stop(self) -> None:
+        try:
+            self._start()
+        except Exception as exc:  # a bridge that cannot start must not look alive
+            log.error("PyOCPP201 cannot start: %s", exc)
+            self.failed = exc
+            self.module.stop()
 
     def _describe_evses(self) -> list[tuple[Fulfillment, int, int]]:
         described = []
@@ -325,3 +351,5 @@ def main() -> None:
         module.serve_forever()
     finally:
         bridge.close()
+    if bridge.failed is not None:
+        raise SystemExit(2)
