@@ -226,18 +226,21 @@ class PyOCPP201:
             self.failed = exc
             self.module.stop()
 
-    def _describe_evses(self) -> list[tuple[Fulfillment, int, int]]:
+    def _describe_evses(self) -> list[tuple[Fulfillment, int, int, bool]]:
+        """(connection, EVSE id, connector id, answered) per EVSE. An EvseManager that
+        answers get_evse is up and counts as ready: its one-off ``ready`` var may have gone
+        out before this process (re)started."""
         described = []
         for index, evse in enumerate(self.module.connections("evse_manager")):
-            evse_id, connector_id = index + 1, 1
+            evse_id, connector_id, answered = index + 1, 1, False
             try:
                 info = self.module.call_command(evse, "get_evse", timeout=EVSE_CALL_TIMEOUT_S)
-                evse_id = int(info["id"])
+                evse_id, answered = int(info["id"]), True
                 if info.get("connectors"):
                     connector_id = int(info["connectors"][0]["id"])
             except CommandError as exc:
                 log.warning("get_evse of %s failed (%s): EVSE id %d", evse.module_id, exc, evse_id)
-            described.append((evse, evse_id, connector_id))
+            described.append((evse, evse_id, connector_id, answered))
         return described
 
     def _start(self) -> None:
@@ -254,7 +257,7 @@ class PyOCPP201:
             firmware_version=cfg["firmware_version"] or _version(),
             security_profile=int(cfg["security_profile"]),
             connector_type=cfg["connector_type"],
-            evses=[EvseShape(evse_id, [connector]) for _, evse_id, connector in described],
+            evses=[EvseShape(evse_id, [connector]) for _, evse_id, connector, _ in described],
         )
         model = DeviceModel.standard(
             shape,
@@ -283,13 +286,15 @@ class PyOCPP201:
                 clock=self.clock,
                 frame_log=self.frame_file,
             )
-            for evse, evse_id, connector_id in described:
+            for evse, evse_id, connector_id, answered in described:
                 bridge.add_evse(evse_id, connector_id, MqttEvse(self.module, evse))
+                if answered:
+                    bridge.on_ready(evse_id)
             return bridge
 
         bridge = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
         self.store = store
-        self._evse_ids = {index: evse_id for index, (_, evse_id, _) in enumerate(described)}
+        self._evse_ids = {index: described[index][1] for index in range(len(described))}
         with self._lock:
             self.bridge = bridge
             early, self._early = self._early, []
@@ -326,6 +331,8 @@ class PyOCPP201:
                     log.warning("bridge stopped with %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
         if self.store is not None:
             self.store.close()
         if self.frame_file is not None:
