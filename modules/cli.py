@@ -185,14 +185,14 @@ def _default_demo_config() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo  # noqa: PLC0415  # ocpp and websockets load only for these
 
     _setup_logging("demo", args.verbose)
     return run_demo(Path(args.config), Path(args.report), args.limit_W, args.trace)
 
 
 def cmd_csms(args: argparse.Namespace) -> int:
-    from .simulators.csms import main as csms_main
+    from .simulators.csms import main as csms_main  # noqa: PLC0415  # as above
 
     return csms_main(list(args.args))
 

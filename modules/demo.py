@@ -19,6 +19,8 @@ from typing import IO
 
 import yaml
 
+from .cli import main as everkit_main
+
 OCPP_MODULE = "PyOCPP201"
 
 
@@ -54,7 +56,9 @@ def summary(record: Path) -> str:
         counts[(sender, frame[2])] += 1
         if frame[2] == "TransactionEvent":
             events.append(frame[3]["eventType"])
-    lines = [f"  {n:4d} × {action} from the {sender}" for (sender, action), n in sorted(counts.items())]
+    lines = [
+        f"  {n:4d} x {action} from the {sender}" for (sender, action), n in sorted(counts.items())
+    ]
     if events:
         lines.append(
             f"  transaction: {events.count('Started')} started, "
@@ -64,8 +68,6 @@ def summary(record: Path) -> str:
 
 
 def run_demo(config_path: Path, report_dir: Path, limit_W: int, trace: bool) -> int:
-    from .cli import main as everkit_main
-
     report_dir.mkdir(parents=True, exist_ok=True)
     record = report_dir / "ocpp.jsonl"
     record.unlink(missing_ok=True)

@@ -8,11 +8,12 @@ package still sends one CALL at a time).
 Transaction messages are written to the SQLite queue before anything else happens to them:
 made offline, they wait there (with ``offline: true``, E04); made online, they are sent from
 the outbox and removed only when the CSMS answered. After every (re)connect and accepted boot
-the status of every connector goes out, then the queue, in order. A CALLERROR or timeout on an open connection is retried
-OCPPCommCtrlr.MessageAttempts times, MessageAttemptInterval × attempt apart (the spec's rule
-for transaction-related messages); after that the message is logged as undeliverable, with
-its payload, and dropped, as the spec allows. A lost connection is not an attempt: the
-message stays queued. Other messages (status, heartbeat, reports) live only in memory.
+the status of every connector goes out, then the queue, in order. A CALLERROR or timeout on
+an open connection is retried OCPPCommCtrlr.MessageAttempts times, MessageAttemptInterval
+times the attempt number apart (the spec's rule for transaction-related messages); after
+that the message is logged as undeliverable, with its payload, and dropped, as the spec
+allows. A lost connection is not an attempt: the message stays queued. Other messages
+(status, heartbeat, reports) live only in memory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from .connection import BackOff, Endpoint, open_connection
 from .connector_status import ConnectorStatus
 from .device_model import DeviceModel
-from .ports import EvsePort, SystemPort, TokenPort
+from .ports import PORT_TIMEOUT_S, EvsePort, SystemPort, TokenPort
+from .requests import CsmsRequestHandler
 from .station import FrameLog, Station
 from .store import Store
 from .timestamps import wire_timestamp
@@ -46,7 +48,6 @@ log = logging.getLogger("PyOCPP201")
 Clock = Callable[[], datetime]
 TICK_S = 0.5
 BOOT_RETRY_DEFAULT_S = 10
-PORT_TIMEOUT_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -103,6 +104,7 @@ class Bridge:
         store: Store,
         model: DeviceModel,
         tokens: TokenPort,
+        *,
         system: SystemPort | None = None,
         clock: Clock = utc_now,
         rng: random.Random | None = None,
@@ -129,8 +131,6 @@ class Bridge:
         self._reconnect = asyncio.Event()
         self.reset_scheduled = False  # an OnIdle reset waits for the transactions to end
         self._heartbeat_changed = asyncio.Event()
-        from .requests import CsmsRequestHandler  # one import cycle, kept local
-
         self.requests = CsmsRequestHandler(self)
 
     # setup ---------------------------------------------------------------------------
@@ -389,7 +389,9 @@ class Bridge:
     async def _retry(self, item: Outgoing, exc: Exception) -> bool:
         assert item.queue_id is not None
         attempts = self.store.record_attempt(item.queue_id)
-        allowed = self.model.get_int("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent")
+        allowed = self.model.get_int(
+            "OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent"
+        )
         if attempts >= max(allowed, 1):
             self.store.remove(item.queue_id)
             self.counters.undeliverable += 1
@@ -468,7 +470,9 @@ class Bridge:
                     await asyncio.wait_for(
                         asyncio.to_thread(evse.port.stop_transaction, "HardReset"), PORT_TIMEOUT_S
                     )
-        await self._drain(timeout=self.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default"))
+        await self._drain(
+            timeout=self.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
+        )
         self.store.set_meta("boot_reason", "RemoteReset")
         if self.system is not None:
             system = self.system

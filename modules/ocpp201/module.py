@@ -17,12 +17,13 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..framework import CommandError, Fulfillment, Module
-from ..framework.errors import ConfigError
 from ..framework.error_model import ErrorObject
+from ..framework.errors import ConfigError
 from .bridge import Bridge, Identity, utc_now
 from .connection import Endpoint
 from .device_model import DeviceModel, EvseShape, StationShape
@@ -282,7 +283,7 @@ class PyOCPP201:
                 store,
                 model,
                 MqttTokens(self.module),
-                system,
+                system=system,
                 clock=self.clock,
                 frame_log=self.frame_file,
             )
@@ -301,8 +302,12 @@ class PyOCPP201:
         for item in early:
             self.loop.call_soon_threadsafe(self._dispatch, *item)
         self._run_task = asyncio.run_coroutine_threadsafe(bridge.run(), self.loop)
-        log.info("PyOCPP201 %s → %s (security profile %d)", shape.station_id, endpoint.url,
-                 endpoint.security_profile)
+        log.info(
+            "PyOCPP201 %s → %s (security profile %d)",
+            shape.station_id,
+            endpoint.url,
+            endpoint.security_profile,
+        )
 
     # auth_token_validator -------------------------------------------------------------
 
@@ -340,8 +345,6 @@ class PyOCPP201:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return "everkit " + version("everkit")
     except PackageNotFoundError:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+PORT_TIMEOUT_S = 5.0  # EvseManager answers these at once; a hung one must not stall OCPP
+
 
 class EvsePort(ABC):
     """One EVSE's evse_manager commands."""

@@ -55,7 +55,7 @@ def _row(d: VariableDef) -> str:
         MUTABILITY[d.mutability],
         d.unit or "",
         _limits(d),
-        default if d.default or d.mutability == "WriteOnly" else "`\"\"`",
+        default if d.default or d.mutability == "WriteOnly" else '`""`',
         ", ".join(notes),
     ]
     return "| " + " | ".join(cells) + " |"

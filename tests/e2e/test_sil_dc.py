@@ -115,7 +115,8 @@ def assert_reported_over_ocpp(csms: CsmsProcess, meter_Wh: float) -> None:
     events = csms.calls("TransactionEvent")
     assert [e["seqNo"] for e in events] == list(range(len(events)))
     kinds = [e["eventType"] for e in events]
-    assert kinds[0] == "Started" and kinds[-1] == "Ended", kinds
+    assert kinds[0] == "Started", kinds
+    assert kinds[-1] == "Ended", kinds
     assert set(kinds[1:-1]) == {"Updated"}
     assert len({e["transactionInfo"]["transactionId"] for e in events}) == 1
     assert events[0]["idToken"]["idToken"] == "TOKEN1"

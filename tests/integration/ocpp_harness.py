@@ -110,10 +110,18 @@ def dc_session_start(token: dict[str, Any] = CARD, session: str = SESSION) -> li
     """PyEvseManager's events from plug-in to energy flowing."""
     meter = powermeter(1000)
     return [
-        event("SessionStarted", session, session_started={"reason": "EVConnected", "meter_value": meter}),
+        event(
+            "SessionStarted",
+            session,
+            session_started={"reason": "EVConnected", "meter_value": meter},
+        ),
         event("AuthRequired", session),
         event("Authorized", session),
-        event("TransactionStarted", session, transaction_started={"id_tag": token, "meter_value": meter}),
+        event(
+            "TransactionStarted",
+            session,
+            transaction_started={"id_tag": token, "meter_value": meter},
+        ),
         event("PrepareCharging", session),
         event("ChargingStarted", session, charging_state_changed_event={"meter_value": meter}),
     ]
@@ -124,7 +132,11 @@ def dc_session_end(reason: str = "EVDisconnected", session: str = SESSION) -> li
     return [
         event("StoppingCharging", session),
         event("ChargingFinished", session),
-        event("TransactionFinished", session, transaction_finished={"meter_value": meter, "reason": reason}),
+        event(
+            "TransactionFinished",
+            session,
+            transaction_finished={"meter_value": meter, "reason": reason},
+        ),
         event("SessionFinished", session, session_finished={"meter_value": meter}),
     ]
 
@@ -187,7 +199,9 @@ def make_bridge(
     endpoint = Endpoint(csms_url, STATION, security_profile, password, ca_file)
     tokens = FakeTokens()
     fake_system = FakeSystem() if system else None
-    bridge = Bridge(endpoint, Identity("everkit", "test-dc"), store, model, tokens, fake_system)
+    bridge = Bridge(
+        endpoint, Identity("everkit", "test-dc"), store, model, tokens, system=fake_system
+    )
     evse = FakeEvse()
     bridge.add_evse(1, 1, evse)
     return bridge, store, evse, tokens, fake_system

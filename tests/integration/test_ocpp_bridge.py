@@ -17,8 +17,8 @@ from tests.integration.ocpp_harness import (
     dc_session_end,
     dc_session_start,
     run,
-    until,
     running_bridge,
+    until,
 )
 
 
@@ -28,7 +28,10 @@ def test_boot_then_status_of_every_connector_B01(tmp_path: Path) -> None:
             boot = await csms.wait_for("BootNotification", timeout=WAIT_S)
             status = await csms.wait_for("StatusNotification", timeout=WAIT_S)
             assert payload_of(boot["frame"])["reason"] == "PowerUp"
-            assert payload_of(boot["frame"])["chargingStation"] == {"vendorName": "everkit", "model": "test-dc"}
+            assert payload_of(boot["frame"])["chargingStation"] == {
+                "vendorName": "everkit",
+                "model": "test-dc",
+            }
             assert payload_of(status["frame"])["evseId"] == 1
             assert payload_of(status["frame"])["connectorId"] == 1
 
@@ -49,7 +52,9 @@ def test_full_transaction_with_meter_values_E01_E06(tmp_path: Path) -> None:
             assert events[0]["eventType"] == "Started"
             assert events[0]["transactionInfo"]["transactionId"] == SESSION
             assert events[0]["idToken"] == {"idToken": "CAFE0001", "type": "ISO14443"}
-            assert payload_of(ended["frame"])["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+            assert (
+                payload_of(ended["frame"])["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+            )
             energy = [
                 sv
                 for mv in payload_of(ended["frame"])["meterValue"]
@@ -57,7 +62,8 @@ def test_full_transaction_with_meter_values_E01_E06(tmp_path: Path) -> None:
                 if sv.get("measurand", "Energy.Active.Import.Register")
                 == "Energy.Active.Import.Register"
             ]
-            assert energy and energy[0]["value"] == 6000
+            assert energy, ended
+            assert energy[0]["value"] == 6000
             await until(lambda: not rig.store.pending())  # removed once the CSMS answered
 
     run(scenario())
