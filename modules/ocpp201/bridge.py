@@ -131,6 +131,7 @@ class Bridge:
         self._reconnect = asyncio.Event()
         self.reset_scheduled = False  # an OnIdle reset waits for the transactions to end
         self._heartbeat_changed = asyncio.Event()
+        self._boot_triggered = asyncio.Event()
         self.requests = CsmsRequestHandler(self)
 
     # setup ---------------------------------------------------------------------------
@@ -306,9 +307,7 @@ class Bridge:
             self._station = None
             self._outbox.clear()
             self._requested.clear()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             await ws.close()
 
     async def _online_session(self, station: Station) -> None:
@@ -345,7 +344,15 @@ class Bridge:
                     )
                 self.store.set_meta("boot_reason", "PowerUp")
                 return
-            await asyncio.sleep(result.interval if result.interval > 0 else BOOT_RETRY_DEFAULT_S)
+            wait = result.interval if result.interval > 0 else BOOT_RETRY_DEFAULT_S
+            self._boot_triggered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._boot_triggered.wait(), wait)
+                reason = "Triggered"  # F06: the CSMS asked for it; same connection
+
+    def trigger_boot(self) -> None:
+        """TriggerMessage(BootNotification) while Pending/Rejected: send it now."""
+        self._boot_triggered.set()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -502,6 +509,17 @@ class Bridge:
         ):
             return {"status": "Accepted"}
         return {"status": "Unknown"}
+
+
+async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel until every task is done. Once is not enough on Python 3.11: the package's
+    call() waits with asyncio.wait_for, which drops a cancel that arrives together with the
+    awaited answer (CPython gh-86296), and the task would wait on forever."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 def _why(exc: BaseException) -> str:

@@ -8,17 +8,19 @@ what takes time or sends further CALLs: EVSE commands, reports, resets.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ocpp.charge_point import snake_to_camel_case
 from ocpp.exceptions import OccurrenceConstraintViolationError
 from ocpp.v201 import call_result
 
-from .bridge import PORT_TIMEOUT_S, Evse
+from .ports import PORT_TIMEOUT_S
 from .timestamps import wire_timestamp
 
 if TYPE_CHECKING:
-    from .bridge import Bridge
+    from .bridge import Bridge, Evse
 
 log = logging.getLogger("PyOCPP201")
 
@@ -36,8 +38,8 @@ class CsmsRequestHandler:
 
     async def answer(self, action: str, request: dict[str, Any]) -> Any:
         self.bridge.counters.received_calls += 1
-        method = getattr(self, "answer_" + _snake(action))
-        return await method(**request) if action == "UnlockConnector" else method(**request)
+        result = getattr(self, "answer_" + _snake(action))(**request)
+        return await result if inspect.isawaitable(result) else result
 
     async def after(self, action: str, request: dict[str, Any]) -> None:
         method = getattr(self, "after_" + _snake(action), None)
@@ -90,7 +92,7 @@ class CsmsRequestHandler:
             }
             if chunk:
                 payload["reportData"] = _camel(chunk)
-            self.bridge.send_live("NotifyReport", payload)
+            self.bridge.send_live("NotifyReport", payload, requested=True)
 
     # B11 / B12: reset --------------------------------------------------------------------
 
@@ -146,6 +148,9 @@ class CsmsRequestHandler:
             return _status(call_result.TriggerMessage, "NotImplemented")
         if requested_message == "BootNotification" and self.bridge.registration == "Accepted":
             return _status(call_result.TriggerMessage, "Rejected", "AlreadyAccepted")  # F06.FR.17
+        if requested_message == "StatusNotification" and "connector_id" not in (evse or {}):
+            # F06.FR.12: a StatusNotification is about one connector, so it must be named
+            return _status(call_result.TriggerMessage, "Rejected", "MissingParam")
         targets = self._targets(evse)
         if targets is None:
             return _status(call_result.TriggerMessage, "Rejected", "UnknownEvse")
@@ -159,12 +164,12 @@ class CsmsRequestHandler:
         bridge = self.bridge
         now = bridge.clock()
         if requested_message == "Heartbeat":
-            bridge.send_live("Heartbeat", {})
+            bridge.send_live("Heartbeat", {}, requested=True)
         elif requested_message == "BootNotification" and bridge.registration != "Accepted":
-            bridge.reconnect()
+            bridge.trigger_boot()
         elif requested_message == "StatusNotification":
             for target in self._targets(evse) or []:
-                bridge.send_live("StatusNotification", target.status.current(now))
+                bridge.send_live("StatusNotification", target.status.current(now), requested=True)
         elif requested_message == "TransactionEvent":
             for target in self._targets(evse) or []:
                 for payload in target.tx.trigger(now, offline=not bridge.online):
@@ -199,7 +204,7 @@ class CsmsRequestHandler:
         for target in targets:
             target.tx.remote_start(remote_start_id, id_token)
         token: dict[str, Any] = {
-            "request_id": str(remote_start_id),
+            "request_id": remote_start_id,
             "id_token": {"value": id_token["id_token"], "type": id_token["type"]},
             "authorization_type": "OCPP",
             # F01.FR.01/02: AuthorizeRemoteStart false means the CSMS already authorized it
@@ -247,9 +252,7 @@ class CsmsRequestHandler:
             if transaction_id is not None
             else None
         )
-        return call_result.GetTransactionStatus(
-            messages_in_queue=queued, ongoing_indicator=ongoing
-        )
+        return call_result.GetTransactionStatus(messages_in_queue=queued, ongoing_indicator=ongoing)
 
 
 def _snake(action: str) -> str:
@@ -257,6 +260,4 @@ def _snake(action: str) -> str:
 
 
 def _camel(value: Any) -> Any:
-    from ocpp.charge_point import snake_to_camel_case
-
     return snake_to_camel_case(value)

@@ -36,6 +36,7 @@ from ocpp.v201.enums import Action
 
 OCPP_VERSION = "2.0.1"
 UNREADABLE_ID = "-1"
+MAX_DESCRIPTION = 255  # OCPP-J: errorDescription is at most 255 characters
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 
 _OCCURRENCE = {"required", "minItems", "maxItems", "minProperties", "maxProperties"}
@@ -64,6 +65,10 @@ class Rejection:
     action: str = ""
     field: str = ""
 
+    def __post_init__(self) -> None:
+        # descriptions quote what the CSMS sent, which may be megabytes
+        object.__setattr__(self, "description", _shorten(self.description))
+
     def frame(self) -> str:
         details = {"field": self.field} if self.field else {}
         return json.dumps([CALLERROR, self.message_id, self.code, self.description, details])
@@ -78,7 +83,7 @@ def classify(raw: str | bytes, handled: Collection[str]) -> Rejection | None:
     """None when ``raw`` may go to the `ocpp` package, else the CALLERROR to answer with."""
     try:
         frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return Rejection(UNREADABLE_ID, "RpcFrameworkError", "frame is not valid JSON")
     if not isinstance(frame, list) or not frame:
         return Rejection(UNREADABLE_ID, "RpcFrameworkError", "frame is not a JSON array")
@@ -105,11 +110,24 @@ def _check_payload(message_id: str, action: str, payload: dict[str, Any]) -> Rej
     error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
     if error is None:
         return None
-    path = ".".join(str(p) for p in error.absolute_path)
+    code = _code_for(str(error.validator))
+    return Rejection(message_id, code, error.message, action, _field(error))
+
+
+def _field(error: jsonschema.exceptions.ValidationError) -> str:
+    """The dotted path of the offending field; for a missing or unexpected property the
+    property itself, not the object that lacks or has it."""
+    path = [str(p) for p in error.absolute_path]
     if error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else ""
-        path = f"{path}.{missing}" if path else missing
-    return Rejection(message_id, _code_for(str(error.validator)), error.message, action, path)
+        path += [name for name in error.validator_value if name not in error.instance][:1]
+    elif error.validator == "additionalProperties":
+        known = error.schema.get("properties", {})
+        path += sorted(name for name in error.instance if name not in known)[:1]
+    return ".".join(path)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
 
 
 def _code_for(validator: str) -> str:

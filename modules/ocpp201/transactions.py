@@ -525,6 +525,20 @@ class EvseTransactions:
         if isinstance(reservation, int) and not isinstance(reservation, bool):
             self._session.reservation_id = reservation
 
+    def _remote_start_of_session(self) -> _RemoteStart | None:
+        """The pending RequestStartTransaction, unless this session's token is known and
+        is another one (F01): an unused remote start must not label a card's session.
+        Before EvseManager names the token, the remote one is the best guess, as in
+        ``_known_token``."""
+        remote, token = self._remote_start, self._session.token
+        if remote is None or token is None:
+            return remote
+        same = (token.get("idToken"), token.get("type")) == (
+            remote.token.get("idToken"),
+            remote.token.get("type"),
+        )
+        return remote if same else None
+
     def _known_token(self) -> dict[str, Any] | None:
         if self._session.token is not None:
             return self._session.token
@@ -590,14 +604,16 @@ class EvseTransactions:
             "transactionInfo": {"chargingState": state},
             "evse": {"id": self._settings.evse_id, "connectorId": self._settings.connector_id},
         }
-        if self._remote_start is not None:
+        remote = self._remote_start_of_session()
+        if remote is not None:
             trigger = "RemoteStart"
-            body["transactionInfo"]["remoteStartId"] = self._remote_start.remote_start_id
+            body["transactionInfo"]["remoteStartId"] = remote.remote_start_id
         token = self._sendable_token()
         if token is not None:
             body["idToken"] = token
             self._tx.token_sent = True
-        self._remote_start = None
+        if remote is not None or self._session.token is not None:
+            self._remote_start = None  # used, or stale: another token started this one
         if session.reservation_id is not None:
             body["reservationId"] = session.reservation_id
         sample = self._meter(self._settings.started_measurands, "Transaction.Begin", reading, now)
@@ -624,10 +640,11 @@ class EvseTransactions:
                 body["idToken"] = stop_token
         token = self._sendable_token()
         if token is not None:
-            if self._remote_start is not None:
+            remote = self._remote_start_of_session()
+            if remote is not None:
                 triggers.append("RemoteStart")
-                info["remoteStartId"] = self._remote_start.remote_start_id
-                self._remote_start = None
+                info["remoteStartId"] = remote.remote_start_id
+            self._remote_start = None
             triggers.append("Authorized")
             body["idToken"] = token
             tx.token_sent = True
