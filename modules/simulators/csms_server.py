@@ -228,15 +228,15 @@ class DemoCsms:
     def boot_answered(self, station: str, status: str) -> None:
         if self._demo is not None and status == "Accepted" and station not in self._reported:
             self._reported.add(station)
-            self._spawn(self._demo_base_report(station))
+            self.spawn(self._demo_base_report(station))
 
     def transaction_started(self, station: str, evse_id: int, transaction_id: str) -> None:
         if self._demo is not None:
-            self._spawn(self._demo_tx_profile(station, evse_id, transaction_id, self._demo))
+            self.spawn(self._demo_tx_profile(station, evse_id, transaction_id, self._demo))
 
     # -- internals ---------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

@@ -10,6 +10,7 @@ hooks, which start tasks.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -99,6 +100,7 @@ class CsmsSide(Protocol):
     heartbeat_interval_s: int
 
     def now(self) -> datetime: ...
+    def spawn(self, coroutine: Any) -> None: ...
     def boot_answered(self, station: str, status: str) -> None: ...
     def transaction_started(self, station: str, evse_id: int, transaction_id: str) -> None: ...
 
@@ -110,12 +112,30 @@ def injected_error(code: str, description: str) -> Exception:
     return error
 
 
+def _action_of(raw: str) -> str | None:
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(frame, list) and len(frame) > 2 and frame[0] == 2:
+        return str(frame[2])
+    return None
+
+
 # ocpp's ChargePoint is untyped (Any), which mypy --strict does not let us subclass silently.
 class CsmsChargePoint(ChargePoint):  # type: ignore[misc]
     def __init__(self, station: str, connection: Any, csms: CsmsSide) -> None:
         # The CSMS's own call timeout governs (StationHandle.call); ocpp's must not fire first.
         super().__init__(station, connection, response_timeout=24 * 3600)
         self._csms = csms
+
+    async def route_message(self, raw_msg: str) -> None:
+        # A held reply must not hold the receive loop: the station may answer our own
+        # CALLs meanwhile (OCPP-J allows one outstanding CALL per direction).
+        if self._csms.delay_reply and _action_of(raw_msg) in self._csms.delay_reply:
+            self._csms.spawn(super().route_message(raw_msg))
+            return
+        await super().route_message(raw_msg)
 
     async def _handle_call(self, msg: Any) -> Any:
         # The one place every incoming CALL passes before its handler, including actions

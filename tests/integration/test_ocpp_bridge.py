@@ -3,11 +3,13 @@ real websockets: provisioning (block B) and transactions (block E)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ocpp.v201 import call
 
 from everkit.simulators.csms import DemoCsms, make_test_pki, payload_of
 from tests.integration.ocpp_harness import (
@@ -238,5 +240,29 @@ def test_reconnects_after_the_csms_drops_the_connection(tmp_path: Path) -> None:
             assert len(csms.messages("BootNotification")) == 2
             events = _tx_events(csms)
             assert [e["seqNo"] for e in events] == list(range(len(events)))
+
+    run(scenario())
+
+
+def test_csms_calls_are_answered_while_a_station_call_waits(tmp_path: Path) -> None:
+    """OCPP-J: one outstanding CALL per direction. While the station's TransactionEvent
+    waits for its answer, the station still answers the CSMS's own CALL."""
+
+    async def scenario() -> None:
+        hold = asyncio.Event()
+        async with DemoCsms() as csms, running_bridge(tmp_path, csms) as rig:
+            await csms.wait_for("StatusNotification", timeout=WAIT_S)
+            csms.delay_reply["TransactionEvent"] = hold
+            rig.feed(dc_session_start())
+            await csms.wait_for("TransactionEvent", timeout=WAIT_S)
+            handle = await csms.wait_station(STATION)
+            asked = [
+                {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+            ]
+            result = await handle.call(call.GetVariables(get_variable_data=asked), timeout=WAIT_S)
+            assert result.get_variable_result[0]["attribute_status"] == "Accepted"
+            assert rig.store.pending()  # the TransactionEvent is still unanswered
+            hold.set()
+            await until(lambda: not rig.store.pending())
 
     run(scenario())
