@@ -435,14 +435,26 @@ class Bridge:
             )
 
     async def _tick_forever(self) -> None:
+        """Periodic meter values, each at its own deadline: a shared coarse tick would send
+        every EVSE's sample in one burst and make the session events behind it wait."""
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self._until_next_deadline())
             now = self.clock()
             for evse in self.evses.values():
-                for payload in evse.tx.tick(now, offline=not self.online):
+                produced = evse.tx.tick(now, offline=not self.online)
+                for payload in produced:
                     self.emit_transaction_event(payload)
-                if evse.tx.active:
+                if produced:
                     self._save_tx(evse)
+
+    def _until_next_deadline(self) -> float:
+        """Seconds to the earliest sample due; at most TICK_S, so that settings changes
+        and clock steps are seen soon."""
+        deadlines = [d for e in self.evses.values() if (d := e.tx.next_deadline()) is not None]
+        if not deadlines:
+            return TICK_S
+        wait = (min(deadlines) - self.clock()).total_seconds()
+        return min(max(wait, 0.0), TICK_S)
 
     # things CSMS requests lead to --------------------------------------------------
 
