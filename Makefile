@@ -34,6 +34,7 @@ bench: $(STAMP)
 	@tools/ensure-mosquitto
 	$(BIN)/python bench/framework_roundtrip.py
 	$(BIN)/python bench/psu_latency.py
+	$(BIN)/python bench/ocpp_bridge.py --evses 8 --duration 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
