@@ -214,6 +214,15 @@ class Module:
     def connections(self, requirement_id: str) -> list[Fulfillment]:
         return [c.fulfillment for c in self._connections.get(requirement_id, [])]
 
+    def mapping_of(self, connection: Fulfillment) -> dict[str, int] | None:
+        """The 3-tier mapping (``{"evse": 1, "connector": 1}``) of the implementation that
+        serves ``connection``, as the manager reports it; None when it has none."""
+        mapping = self.config.mappings.get(connection.module_id) or {}
+        impl = (mapping.get("implementations") or {}).get(connection.implementation_id)
+        merged = dict(mapping.get("module") or {})
+        merged.update(impl or {})
+        return merged or None
+
     @property
     def module_config(self) -> dict[str, Any]:
         return self.config.module

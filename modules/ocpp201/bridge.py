@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from .connection import BackOff, Endpoint, open_connection
 from .connector_status import ConnectorStatus
 from .device_model import DeviceModel
+from .limits import ExternalLimitReporter, RateChangeWatch
 from .ports import PORT_TIMEOUT_S, EvsePort, SystemPort, TokenPort
 from .requests import CsmsRequestHandler
 from .station import FrameLog, Station
@@ -69,6 +70,8 @@ class Evse:
     tx: EvseTransactions
     status: ConnectorStatus
     pending_availability: bool | None = None  # Scheduled ChangeAvailability (True = operative)
+    external_limit: ExternalLimitReporter = field(default_factory=lambda: ExternalLimitReporter(0))
+    rate: RateChangeWatch = field(default_factory=RateChangeWatch)
 
 
 @dataclass
@@ -140,7 +143,9 @@ class Bridge:
         restored = self.store.load_transactions().get(evse_id)
         tx = EvseTransactions(self.tx_settings(evse_id, connector_id), restored=restored)
         status = ConnectorStatus(evse_id, connector_id)
-        self.evses[evse_id] = Evse(evse_id, connector_id, port, tx, status)
+        evse = Evse(evse_id, connector_id, port, tx, status)
+        evse.external_limit = ExternalLimitReporter(evse_id)
+        self.evses[evse_id] = evse
 
     def tx_settings(self, evse_id: int, connector_id: int) -> TxSettings:
         m = self.model
@@ -178,6 +183,18 @@ class Bridge:
 
     def on_ev_info(self, evse_id: int, ev_info: dict[str, Any]) -> None:
         self.evses[evse_id].tx.on_ev_info(ev_info)
+
+    def on_enforced_limits(self, evse_id: int, enforced: dict[str, Any]) -> None:
+        """What the energy tree applies to the EVSE (K11-K13): limits set outside OCPP are
+        reported to the CSMS; a significant change during a transaction is a
+        TransactionEvent ChargingRateChanged."""
+        evse = self.evses[evse_id]
+        significance = self.model.get_float("SmartChargingCtrlr", "LimitChangeSignificance")
+        for action, payload in evse.external_limit.update(enforced, significance):
+            self.send_live(action, payload)
+        if evse.rate.update(enforced, significance):
+            for event in evse.tx.charging_rate_changed(self.clock(), offline=not self.online):
+                self.emit_transaction_event(event)
 
     def on_fault(self, evse_id: int, active: bool) -> None:
         evse = self.evses[evse_id]

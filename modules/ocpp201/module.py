@@ -169,7 +169,7 @@ class PyOCPP201:
         bridge = cls(module)
         module.implement_command("auth_validator", "validate_token", bridge.validate_token)
         for index, evse in enumerate(module.connections("evse_manager")):
-            for var in ("session_event", "powermeter", "ev_info", "ready"):
+            for var in ("session_event", "powermeter", "ev_info", "ready", "enforced_limits"):
                 module.subscribe_variable(evse, var, bridge._handover(index, var))
             module.subscribe_error(
                 evse,
@@ -213,6 +213,8 @@ class PyOCPP201:
             bridge.on_ready(evse_id)
         elif kind == "fault":
             bridge.on_fault(evse_id, bool(value))
+        elif kind == "enforced_limits":
+            bridge.on_enforced_limits(evse_id, value)
 
     # ready: learn the EVSEs, build and start the bridge ------------------------------
 

@@ -432,6 +432,21 @@ class EvseTransactions:
             body["meterValue"] = [sample]
         return [self._payload("Updated", "Trigger", now, offline, body)]
 
+    def charging_rate_changed(
+        self, now: datetime, *, offline: bool = False
+    ) -> list[dict[str, Any]]:
+        """K11/K13: the applied limit changed by more than LimitChangeSignificance during the
+        transaction (the bridge decides that): an Updated with ChargingRateChanged and the
+        readings, Current.Offered/Power.Offered included when they are measurands."""
+        require_aware(now)
+        if self._tx is None:
+            return []
+        body: dict[str, Any] = {"transactionInfo": {}}
+        sample = self._meter(self._settings.updated_measurands, "Other", None, now)
+        if sample is not None:
+            body["meterValue"] = [sample]
+        return [self._payload("Updated", "ChargingRateChanged", now, offline, body)]
+
     # persistence
 
     def snapshot(self) -> dict[str, Any] | None:

@@ -266,3 +266,53 @@ def test_csms_calls_are_answered_while_a_station_call_waits(tmp_path: Path) -> N
             await until(lambda: not rig.store.pending())
 
     run(scenario())
+
+
+def _enforced(watts: float, source: str) -> dict[str, Any]:
+    return {
+        "uuid": "evse_manager",
+        "valid_for": 10,
+        "schedule": [],
+        "limits_root_side": {"total_power_W": {"value": watts, "source": source}},
+    }
+
+
+def test_a_grid_limit_is_reported_K11_and_its_end_K13(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with DemoCsms() as csms, running_bridge(tmp_path, csms) as rig:
+            await csms.wait_for("StatusNotification", timeout=WAIT_S)
+            rig.bridge.on_enforced_limits(1, _enforced(11000, "SO"))
+            notified = await csms.wait_for("NotifyChargingLimit", timeout=WAIT_S)
+            rig.bridge.on_enforced_limits(1, _enforced(50000, "PyEnergyNode grid fuse"))
+            cleared = await csms.wait_for("ClearedChargingLimit", timeout=WAIT_S)
+            assert payload_of(notified["frame"]) == {
+                "chargingLimit": {"chargingLimitSource": "SO"},
+                "evseId": 1,
+            }
+            assert payload_of(cleared["frame"]) == {"chargingLimitSource": "SO", "evseId": 1}
+
+    run(scenario())
+
+
+def test_a_significant_rate_change_during_a_transaction_is_reported_K11(tmp_path: Path) -> None:
+    """SmartChargingCtrlr.LimitChangeSignificance (10 %): a 5 % change is not reported, a
+    40 % change is a TransactionEvent Updated with ChargingRateChanged."""
+
+    async def scenario() -> None:
+        async with DemoCsms() as csms, running_bridge(tmp_path, csms) as rig:
+            await csms.wait_for("StatusNotification", timeout=WAIT_S)
+            rig.feed(dc_session_start())
+            rig.bridge.on_enforced_limits(1, _enforced(50000, "CSO"))
+            rig.bridge.on_enforced_limits(1, _enforced(47500, "CSO"))
+            rig.bridge.on_enforced_limits(1, _enforced(30000, "CSO"))
+            changed = await csms.wait_for(
+                "TransactionEvent",
+                lambda p: p["triggerReason"] == "ChargingRateChanged",
+                timeout=WAIT_S,
+            )
+            await until(lambda: not rig.store.pending())
+            reasons = [e["triggerReason"] for e in _tx_events(csms)]
+            assert reasons.count("ChargingRateChanged") == 1
+            assert payload_of(changed["frame"])["eventType"] == "Updated"
+
+    run(scenario())
