@@ -39,6 +39,7 @@ from .device_model import DeviceModel
 from .limits import ExternalLimitReporter, RateChangeWatch
 from .ports import PORT_TIMEOUT_S, EvsePort, SystemPort, TokenPort
 from .requests import CsmsRequestHandler
+from .smart_charging import PushSettings, SmartCharging
 from .station import FrameLog, Station
 from .store import Store
 from .timestamps import wire_timestamp
@@ -48,6 +49,7 @@ log = logging.getLogger("PyOCPP201")
 
 Clock = Callable[[], datetime]
 TICK_S = 0.5
+DEFAULT_PUSH = PushSettings(interval_s=30, duration_s=600, unit="W")  # W: DC (EVerest's advice)
 BOOT_RETRY_DEFAULT_S = 10
 
 
@@ -112,6 +114,7 @@ class Bridge:
         clock: Clock = utc_now,
         rng: random.Random | None = None,
         frame_log: FrameLog | None = None,
+        push: PushSettings = DEFAULT_PUSH,
     ) -> None:
         self.endpoint = endpoint
         self.identity = identity
@@ -136,6 +139,8 @@ class Bridge:
         self._heartbeat_changed = asyncio.Event()
         self._boot_triggered = asyncio.Event()
         self.requests = CsmsRequestHandler(self)
+        self._push_settings = push
+        self._smart: SmartCharging | None = None
 
     # setup ---------------------------------------------------------------------------
 
@@ -146,6 +151,13 @@ class Bridge:
         evse = Evse(evse_id, connector_id, port, tx, status)
         evse.external_limit = ExternalLimitReporter(evse_id)
         self.evses[evse_id] = evse
+
+    @property
+    def smart(self) -> SmartCharging:
+        """Block K; built once the EVSEs are known (after the last add_evse)."""
+        if self._smart is None:
+            self._smart = SmartCharging(self, self._push_settings)
+        return self._smart
 
     def tx_settings(self, evse_id: int, connector_id: int) -> TxSettings:
         m = self.model
@@ -171,9 +183,14 @@ class Bridge:
     def on_session_event(self, evse_id: int, event: dict[str, Any]) -> None:
         evse = self.evses[evse_id]
         now = self.clock()
+        before = evse.tx.transaction_id
         for payload in evse.tx.on_session_event(event, now, offline=not self.online):
             self.emit_transaction_event(payload)
         self._save_tx(evse)
+        if evse.tx.transaction_id != before:  # profiles in force change with transactions
+            if before is not None:
+                self.smart.transaction_ended(before)
+            self.smart.changed()
         self._status(evse, evse.status.on_session_event(event, now))
         if not evse.tx.active:
             self._run_scheduled(evse)
@@ -274,7 +291,9 @@ class Bridge:
             repeat_times=self.model.get_int("OCPPCommCtrlr", "RetryBackOffRepeatTimes"),
             rng=self._rng,
         )
-        ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        loop = asyncio.get_running_loop()
+        ticker = loop.create_task(self._tick_forever())
+        pusher = loop.create_task(self.smart.push_forever())
         try:
             while not self._stopping.is_set():
                 try:
@@ -287,6 +306,7 @@ class Bridge:
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
             ticker.cancel()
+            pusher.cancel()
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -42,3 +42,11 @@ class SystemPort(ABC):
     @abstractmethod
     def reset(self, immediate: bool) -> bool:
         """system.reset; True when the system will reset."""
+
+
+class LimitsPort(ABC):
+    """external_energy_limits of the EnergyNode mapped to an EVSE (or 0: the grid)."""
+
+    @abstractmethod
+    def set_external_limits(self, limits: dict[str, Any]) -> None:
+        """set_external_limits with an EVerest ExternalLimits value."""

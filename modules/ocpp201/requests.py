@@ -254,6 +254,44 @@ class CsmsRequestHandler:
         )
         return call_result.GetTransactionStatus(messages_in_queue=queued, ongoing_indicator=ongoing)
 
+    # K01 / K08-K10: smart charging (smart_charging.py does the work) ------------------
+
+    def answer_set_charging_profile(
+        self, evse_id: int, charging_profile: dict[str, Any], **_: Any
+    ) -> Any:
+        return self.bridge.smart.answer_set(evse_id, charging_profile)
+
+    def answer_clear_charging_profile(
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Any:
+        return self.bridge.smart.answer_clear(charging_profile_id, charging_profile_criteria)
+
+    def answer_get_charging_profiles(
+        self,
+        request_id: int,
+        charging_profile: dict[str, Any],
+        evse_id: int | None = None,
+        **_: Any,
+    ) -> Any:
+        return self.bridge.smart.answer_get_profiles(request_id, charging_profile, evse_id)
+
+    async def after_get_charging_profiles(
+        self,
+        request_id: int,
+        charging_profile: dict[str, Any],
+        evse_id: int | None = None,
+        **_: Any,
+    ) -> None:
+        self.bridge.smart.after_get_profiles(request_id, charging_profile, evse_id)
+
+    def answer_get_composite_schedule(
+        self, duration: int, evse_id: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> Any:
+        return self.bridge.smart.answer_get_composite(duration, evse_id, charging_rate_unit)
+
 
 def _snake(action: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in action).lstrip("_")

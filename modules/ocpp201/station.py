@@ -53,6 +53,10 @@ HANDLED = frozenset(
         "RequestStopTransaction",
         "UnlockConnector",
         "GetTransactionStatus",
+        "SetChargingProfile",
+        "ClearChargingProfile",
+        "GetChargingProfiles",
+        "GetCompositeSchedule",
     }
 )
 
@@ -176,3 +180,23 @@ class Station(ChargePoint):  # type: ignore[misc]  # the package has no type hin
     @on(Action.get_transaction_status)
     async def _on_get_transaction_status(self, call_unique_id: str, **request: Any) -> Any:
         return await self._answer("GetTransactionStatus", call_unique_id, request)
+
+    @on(Action.set_charging_profile)
+    async def _on_set_charging_profile(self, call_unique_id: str, **request: Any) -> Any:
+        return await self._answer("SetChargingProfile", call_unique_id, request)
+
+    @on(Action.clear_charging_profile)
+    async def _on_clear_charging_profile(self, call_unique_id: str, **request: Any) -> Any:
+        return await self._answer("ClearChargingProfile", call_unique_id, request)
+
+    @on(Action.get_charging_profiles)
+    async def _on_get_charging_profiles(self, call_unique_id: str, **request: Any) -> Any:
+        return await self._answer("GetChargingProfiles", call_unique_id, request)
+
+    @after(Action.get_charging_profiles)
+    async def _after_get_charging_profiles(self, call_unique_id: str, **request: Any) -> None:
+        await self._after("GetChargingProfiles", call_unique_id, request)
+
+    @on(Action.get_composite_schedule)
+    async def _on_get_composite_schedule(self, call_unique_id: str, **request: Any) -> Any:
+        return await self._answer("GetCompositeSchedule", call_unique_id, request)

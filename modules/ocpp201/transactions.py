@@ -307,6 +307,11 @@ class EvseTransactions:
         return self._tx is not None
 
     @property
+    def started_at(self) -> datetime | None:
+        """When the running transaction started (Relative profiles begin there)."""
+        return self._tx.started_at if self._tx is not None else None
+
+    @property
     def transaction_id(self) -> str | None:
         return self._tx.id if self._tx else None
 
