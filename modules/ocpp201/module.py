@@ -27,7 +27,8 @@ from ..framework.errors import ConfigError
 from .bridge import Bridge, Identity, utc_now
 from .connection import Endpoint
 from .device_model import DeviceModel, EvseShape, StationShape
-from .ports import EvsePort, SystemPort, TokenPort
+from .ports import EvsePort, LimitsPort, SystemPort, TokenPort
+from .smart_charging import PushSettings
 from .store import Store
 from .timestamps import wire_timestamp
 
@@ -59,6 +60,33 @@ class MqttEvse(EvsePort):
 
     def force_unlock(self, connector_id: int) -> bool:
         return bool(self._call("force_unlock", {"connector_id": connector_id}))
+
+
+class MqttLimits(LimitsPort):
+    def __init__(self, module: Module, sink: Fulfillment) -> None:
+        self.module = module
+        self.sink = sink
+
+    def set_external_limits(self, limits: dict[str, Any]) -> None:
+        self.module.call_command(
+            self.sink, "set_external_limits", {"value": limits}, timeout=EVSE_CALL_TIMEOUT_S
+        )
+
+
+def energy_sinks(module: Module) -> dict[int, Fulfillment]:
+    """evse_energy_sink connections by the EVSE id of their mapping (0 = the grid
+    connection), as EVerest's OCPP201 finds them; a sink without mapping is a config error."""
+    sinks: dict[int, Fulfillment] = {}
+    for sink in module.connections("evse_energy_sink"):
+        mapping = module.mapping_of(sink) or {}
+        if "evse" not in mapping:
+            raise ConfigError(
+                f"the EnergyNode '{sink.module_id}' needs a mapping (module: evse: N)",
+                module=module.info.id,
+                key="connections.evse_energy_sink",
+            )
+        sinks[int(mapping["evse"])] = sink
+    return sinks
 
 
 class MqttTokens(TokenPort):
@@ -166,6 +194,7 @@ class PyOCPP201:
         """Check the config, register handlers and subscriptions, start the loop thread.
         The bridge itself starts in ``ready``. Raises ConfigError naming the key."""
         check_config(module.module_config, module.info.id)
+        energy_sinks(module)  # raises ConfigError before anything starts
         bridge = cls(module)
         module.implement_command("auth_validator", "validate_token", bridge.validate_token)
         for index, evse in enumerate(module.connections("evse_manager")):
@@ -288,11 +317,18 @@ class PyOCPP201:
                 system=system,
                 clock=self.clock,
                 frame_log=self.frame_file,
+                push=PushSettings(
+                    interval_s=int(cfg["CompositeScheduleIntervalS"]),
+                    duration_s=int(cfg["RequestCompositeScheduleDurationS"]),
+                    unit=str(cfg["RequestCompositeScheduleUnit"]),
+                ),
             )
             for evse, evse_id, connector_id, answered in described:
                 bridge.add_evse(evse_id, connector_id, MqttEvse(self.module, evse))
                 if answered:
                     bridge.on_ready(evse_id)
+            for evse_id, sink in energy_sinks(self.module).items():
+                bridge.smart.sinks[evse_id] = MqttLimits(self.module, sink)
             return bridge
 
         bridge = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
