@@ -56,7 +56,8 @@ SampledDataCtrlr  Enabled RW true; TxUpdatedInterval RW 60 [s]; TxEndedInterval 
                   (members: those five plus Current.Offered, Power.Offered)
 AuthCtrlr         Enabled RW true; AuthorizeRemoteStart RW false; LocalAuthorizeOffline RW
                   true; LocalPreAuthorize RW false; OfflineTxForUnknownIdEnabled RW false
-SmartChargingCtrlr Enabled RW true; Available R true; Entries(ChargingProfiles) R 0;
+SmartChargingCtrlr Enabled RW true; Available R true; ACPhaseSwitchingSupported R false;
+                  Entries(ChargingProfiles) R 0 (kept current by ``profiles``);
                   LimitChangeSignificance RW decimal 10 [Percent] (0..100);
                   NotifyChargingLimitWithSchedules RW false; PeriodsPerSchedule R 24;
                   ProfileStackLevel R 10; RateUnit R MemberList A,W;
@@ -1021,6 +1022,9 @@ def standard_definitions(station: StationShape) -> list[VariableDef]:
     smart = "SmartChargingCtrlr"
     b.rw_bool(smart, "Enabled", True)
     b.constant(smart, "Available", "boolean", "true")
+    # false unless the station config says its hardware can switch phases: only then may a
+    # profile name the phase to use (K01.FR.20).
+    b.constant(smart, "ACPhaseSwitchingSupported", "boolean", "false")
     b.add(
         smart,
         "Entries",

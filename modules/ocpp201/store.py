@@ -8,7 +8,8 @@ What lives here, and why it must survive a restart:
                     after a restart still sorts after the ones queued before it;
 - ``transactions``  per-EVSE transaction state, so a restarted bridge continues seqNo and
                     transactionId instead of starting a second transaction;
-- ``profiles``      charging profiles the CSMS installed (the smart-charging issue uses them);
+- ``profiles``      installed charging profiles with their EVSE and chargingLimitSource
+                    (``profiles.ProfileStore`` validates and reads them);
 - ``meta``          small counters (boot count, next request id, ...).
 
 Durability: every write commits before its method returns. The journal is WAL with
@@ -32,7 +33,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " profile TEXT NOT NULL)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    # GetChargingProfiles filters and reports by chargingLimitSource (K09); everything stored
+    # before this column existed came from SetChargingProfile, i.e. from the CSO.
+    ("ALTER TABLE profiles ADD COLUMN source TEXT NOT NULL DEFAULT 'CSO'",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -227,25 +231,47 @@ class Store:
 
     # charging profiles
 
-    def save_profile(self, profile_id: int, evse_id: int, profile: Payload) -> None:
-        """Install or replace (same id) a profile."""
+    def save_profile(
+        self, profile_id: int, evse_id: int, profile: Payload, source: str = "CSO"
+    ) -> None:
+        """Install or replace (same id, on any EVSE) a profile; ``source`` is its
+        chargingLimitSource."""
         with self._db() as db:
             db.execute(
-                "INSERT INTO profiles (profile_id, evse_id, profile) VALUES (?, ?, ?)"
-                " ON CONFLICT (profile_id) DO UPDATE"
-                " SET evse_id = excluded.evse_id, profile = excluded.profile",
-                (profile_id, evse_id, _encode(profile)),
+                "INSERT INTO profiles (profile_id, evse_id, profile, source) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (profile_id) DO UPDATE SET evse_id = excluded.evse_id,"
+                " profile = excluded.profile, source = excluded.source",
+                (profile_id, evse_id, _encode(profile), source),
             )
 
     def delete_profile(self, profile_id: int) -> None:
         with self._db() as db:
             db.execute("DELETE FROM profiles WHERE profile_id = ?", (profile_id,))
 
+    def delete_profiles(self, profile_ids: Iterable[int]) -> None:
+        """Remove several profiles at once: all of them or, on failure, none."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "DELETE FROM profiles WHERE profile_id = ?", [(i,) for i in profile_ids]
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def load_profiles(self) -> list[tuple[int, Payload]]:
         """(evse_id, profile) pairs in profile-id order."""
+        return [(evse_id, profile) for evse_id, profile, _source in self.load_profile_rows()]
+
+    def load_profile_rows(self) -> list[tuple[int, Payload, str]]:
+        """(evse_id, profile, source) in profile-id order."""
         with self._db() as db:
-            rows = db.execute("SELECT evse_id, profile FROM profiles ORDER BY profile_id")
-            return [(evse_id, _decode(profile)) for evse_id, profile in rows.fetchall()]
+            rows = db.execute(
+                "SELECT evse_id, profile, source FROM profiles ORDER BY profile_id"
+            ).fetchall()
+        return [(evse_id, _decode(profile), source) for evse_id, profile, source in rows]
 
     # counters and metadata
 
