@@ -191,6 +191,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.config), Path(args.report), args.limit_W, args.trace)
 
 
+def cmd_composite_replay(args: argparse.Namespace) -> int:
+    from .ocpp201.replay import main as replay_main  # noqa: PLC0415  # as for csms
+
+    return replay_main(list(args.args))
+
+
 def cmd_csms(args: argparse.Namespace) -> int:
     from .simulators.csms import main as csms_main  # noqa: PLC0415  # as above
 
@@ -289,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     csms.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo CSMS")
     csms.set_defaults(func=cmd_csms)
 
+    replay = sub.add_parser(
+        "composite-replay",
+        help="replay composite-schedule cases (libocpp's) through PyOCPP201's smart charging",
+        add_help=False,
+        description="`everkit composite-replay --help` lists its options.",
+    )
+    replay.add_argument("args", nargs=argparse.REMAINDER, help="CASES.json [--fixtures DIR]")
+    replay.set_defaults(func=cmd_composite_replay)
+
     modules = sub.add_parser("modules", help="list the modules this installation provides")
     modules.set_defaults(func=cmd_modules)
     return parser
@@ -298,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["csms"]:  # its own parser sees every option, --help included
         return cmd_csms(argparse.Namespace(args=argv[1:]))
+    if argv[:1] == ["composite-replay"]:
+        return cmd_composite_replay(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     status: int = args.func(args)
     return status

@@ -15,7 +15,7 @@ from typing import Any
 from everkit.ocpp201.bridge import Bridge, Identity
 from everkit.ocpp201.connection import Endpoint
 from everkit.ocpp201.device_model import DeviceModel, EvseShape, StationShape
-from everkit.ocpp201.ports import EvsePort, SystemPort, TokenPort
+from everkit.ocpp201.ports import EvsePort, LimitsPort, SystemPort, TokenPort
 from everkit.ocpp201.store import Store
 from everkit.simulators.csms import DemoCsms
 
@@ -72,6 +72,16 @@ class FakeTokens(TokenPort):
 
     def provide(self, token: dict[str, Any]) -> None:
         self.calls.add("provide", token)
+
+
+@dataclass
+class FakeLimits(LimitsPort):
+    """An EnergyNode's external_energy_limits: records every set_external_limits."""
+
+    calls: Calls = field(default_factory=Calls)
+
+    def set_external_limits(self, limits: dict[str, Any]) -> None:
+        self.calls.add("set_external_limits", limits)
 
 
 @dataclass
