@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from .connection import BackOff, Endpoint, open_connection
 from .connector_status import ConnectorStatus
 from .device_model import DeviceModel
+from .ev_needs import charging_needs
 from .limits import ExternalLimitReporter, RateChangeWatch
 from .ports import PORT_TIMEOUT_S, EvsePort, SystemPort, TokenPort
 from .requests import CsmsRequestHandler
@@ -74,6 +75,7 @@ class Evse:
     pending_availability: bool | None = None  # Scheduled ChangeAvailability (True = operative)
     external_limit: ExternalLimitReporter = field(default_factory=lambda: ExternalLimitReporter(0))
     rate: RateChangeWatch = field(default_factory=RateChangeWatch)
+    needs_sent_for: str | None = None  # the transaction whose EV needs went out (K15)
 
 
 @dataclass
@@ -199,7 +201,14 @@ class Bridge:
         self.evses[evse_id].tx.on_powermeter(powermeter)
 
     def on_ev_info(self, evse_id: int, ev_info: dict[str, Any]) -> None:
-        self.evses[evse_id].tx.on_ev_info(ev_info)
+        evse = self.evses[evse_id]
+        evse.tx.on_ev_info(ev_info)
+        tx_id = evse.tx.transaction_id
+        if tx_id is not None and evse.needs_sent_for != tx_id:  # K15: once per transaction
+            needs = charging_needs(evse_id, ev_info)
+            if needs is not None and self.online:
+                evse.needs_sent_for = tx_id
+                self.send_live("NotifyEVChargingNeeds", needs)
 
     def on_enforced_limits(self, evse_id: int, enforced: dict[str, Any]) -> None:
         """What the energy tree applies to the EVSE (K11-K13): limits set outside OCPP are

@@ -223,7 +223,7 @@ class SmartCharging:
                 )
             upcoming = [(at - now).total_seconds() for at, _ in steps if at > now]
             if upcoming:
-                wait = min(wait, min(upcoming))
+                wait = min(wait, *upcoming)
         return max(wait, 0.05)
 
     async def _send(self, evse_id: int, sink: LimitsPort, limits: dict[str, Any]) -> None:

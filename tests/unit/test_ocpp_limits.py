@@ -109,3 +109,42 @@ def test_K11_rate_change_needs_more_than_the_significance() -> None:
     assert not watch.update(enforced(46000, "CSO"), 10)
     assert watch.update(enforced(30000, "CSO"), 10)
     assert not watch.update(enforced(29000, "CSO"), 10)
+
+
+def test_K15_ev_charging_needs_come_from_ev_info_once_limits_are_known() -> None:
+    import json
+    from pathlib import Path
+
+    import ocpp
+    from jsonschema import Draft4Validator
+
+    from everkit.ocpp201.ev_needs import charging_needs
+
+    assert charging_needs(1, {"soc": 30}) is None
+    needs = charging_needs(
+        1,
+        {
+            "maximum_current_limit": 300.0,
+            "maximum_voltage_limit": 900.0,
+            "maximum_power_limit": 150000.0,
+            "soc": 30.5,
+            "battery_capacity": 60000.0,
+            "departure_time": "2024-05-01T18:00:00.000Z",
+        },
+    )
+    assert needs == {
+        "evseId": 1,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "DC",
+            "departureTime": "2024-05-01T18:00:00.000Z",
+            "dcChargingParameters": {
+                "evMaxCurrent": 300,
+                "evMaxVoltage": 900,
+                "evMaxPower": 150000,
+                "stateOfCharge": 30,
+                "evEnergyCapacity": 60000,
+            },
+        },
+    }
+    schema = Path(ocpp.__file__).parent / "v201/schemas/NotifyEVChargingNeedsRequest.json"
+    Draft4Validator(json.loads(schema.read_text(encoding="utf-8-sig"))).validate(needs)

@@ -121,7 +121,7 @@ def test_action_unknown_to_ocpp_201_is_not_implemented() -> None:
     assert "MakeCoffee" in rejection.description
 
 
-@pytest.mark.parametrize("action", ["ReserveNow", "SetChargingProfile", "GetLog", "DataTransfer"])
+@pytest.mark.parametrize("action", ["ReserveNow", "CancelReservation", "GetLog", "DataTransfer"])
 def test_known_action_we_do_not_handle_is_not_supported(action: str) -> None:
     """OCPP-J 4.3 NotSupported: 'recognized but not supported by the receiver' (checked
     before the payload: we do not judge a payload we would not act on)."""
