@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import ocpp
+from jsonschema import Draft4Validator
+
+from everkit.ocpp201.ev_needs import charging_needs
 from everkit.ocpp201.limits import (
     ExternalLimitReporter,
     RateChangeWatch,
@@ -112,14 +118,6 @@ def test_K11_rate_change_needs_more_than_the_significance() -> None:
 
 
 def test_K15_ev_charging_needs_come_from_ev_info_once_limits_are_known() -> None:
-    import json
-    from pathlib import Path
-
-    import ocpp
-    from jsonschema import Draft4Validator
-
-    from everkit.ocpp201.ev_needs import charging_needs
-
     assert charging_needs(1, {"soc": 30}) is None
     needs = charging_needs(
         1,
