@@ -22,6 +22,7 @@ import yaml
 from .cli import main as everkit_main
 
 OCPP_MODULE = "PyOCPP201"
+DEMO_STEP_S = 15  # cable check and pre-charge take ~9 s: lower ~6 s into charging, raise ~21 s
 
 
 def _relay(stream: IO[str], prefix: str) -> None:
@@ -82,6 +83,8 @@ def run_demo(config_path: Path, report_dir: Path, limit_W: int, trace: bool) -> 
             str(record),
             "--demo-limit-W",
             str(limit_W),
+            "--demo-step-s",
+            str(DEMO_STEP_S),
         ],
         stdout=subprocess.PIPE,
         text=True,

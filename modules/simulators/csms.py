@@ -149,7 +149,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--demo-limit-W",
         type=float,
         metavar="N",
-        help="demo mode: TxProfile of N W on every started transaction, N/2 after --demo-step-s",
+        help="demo mode: TxProfile of N W on every started transaction, N/2 after --demo-step-s, "
+        "N again after twice that",
     )
     parser.add_argument("--demo-step-s", type=int, default=60, metavar="S")
     parser.add_argument("--quiet", action="store_true", help="no line per frame")
@@ -159,7 +160,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace, out: TextIO) -> None:
     pki = make_test_pki(args.tls_dir) if args.tls_dir is not None else None
     demo = (
-        DemoProfile(args.demo_limit_W, args.demo_limit_W / 2, args.demo_step_s)
+        DemoProfile(
+            args.demo_limit_W, args.demo_limit_W / 2, args.demo_step_s, 2 * args.demo_step_s
+        )
         if args.demo_limit_W
         else None
     )

@@ -49,11 +49,13 @@ PATH_PREFIX = "/ocpp/"
 @dataclass(frozen=True)
 class DemoProfile:
     """What the CSMS does in demo mode: a TxProfile in W for every started transaction,
-    ``limit_W`` at first and ``lower_limit_W`` from ``lower_after_s`` on."""
+    ``limit_W`` at first, ``lower_limit_W`` from ``lower_after_s`` on and ``limit_W`` again
+    from ``raise_after_s`` on (0: never); then it asks for the composite schedule."""
 
     limit_W: float = 11000.0
     lower_limit_W: float = 5500.0
     lower_after_s: int = 60
+    raise_after_s: int = 0
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -261,6 +263,8 @@ class DemoCsms:
         periods = [{"start_period": 0, "limit": demo.limit_W}]
         if demo.lower_after_s > 0:
             periods.append({"start_period": demo.lower_after_s, "limit": demo.lower_limit_W})
+        if demo.raise_after_s > demo.lower_after_s > 0:
+            periods.append({"start_period": demo.raise_after_s, "limit": demo.limit_W})
         profile = {
             "id": next(self._profile_ids),
             "stack_level": 0,
@@ -281,6 +285,10 @@ class DemoCsms:
             call.SetChargingProfile(evse_id=evse_id, charging_profile=profile)
         )
         log.info("%s: SetChargingProfile TxProfile on evse %d: %s", station, evse_id, result.status)
+        composite = await handle.call(
+            call.GetCompositeSchedule(duration=60, evse_id=evse_id, charging_rate_unit="W")
+        )
+        log.info("%s: GetCompositeSchedule evse %d: %s", station, evse_id, composite.status)
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not self.accepting:
