@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import can
@@ -146,6 +147,30 @@ def open_bus(cfg: dict[str, Any]) -> can.BusABC:
     return can.Bus(**kwargs)
 
 
+@dataclass
+class CanRecorder:
+    """``can_log_file``: every frame on the bus, both directions, through a second handle
+    on the same bus (as candump would), written by python-can's Logger (the file suffix
+    picks the format: .log candump, .asc, .blf, .csv)."""
+
+    bus: can.BusABC
+    logger: can.Listener
+    notifier: can.Notifier
+
+    @classmethod
+    def open(cls, cfg: dict[str, Any]) -> CanRecorder:
+        path = Path(cfg["can_log_file"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bus = open_bus(cfg)
+        logger = can.Logger(str(path))
+        return cls(bus, logger, can.Notifier(bus, [logger]))
+
+    def close(self) -> None:
+        self.notifier.stop()
+        self.logger.stop()
+        self.bus.shutdown()
+
+
 def host_simulator(cfg: dict[str, Any], addresses: tuple[int, ...]) -> CanSimulator:
     """Simulated modules on the driver's own virtual channel: frames still cross a bus."""
     modules = [
@@ -231,6 +256,7 @@ class PyInfyPowerDC:
     sink: EffectsToBus
     simulator: CanSimulator | None
     closed: bool = False
+    recorder: CanRecorder | None = None
 
     @classmethod
     def attach(cls, module: Module) -> PyInfyPowerDC:
@@ -266,7 +292,8 @@ class PyInfyPowerDC:
             module, runner, config, _follow_phase(simulator, cfg) if simulator else None
         )
         runner.start()
-        return cls(module, runner, bus, sink, simulator)
+        recorder = CanRecorder.open(cfg) if cfg["can_log_file"] else None
+        return cls(module, runner, bus, sink, simulator, recorder=recorder)
 
     def close(self) -> None:
         """Switch the modules off before letting go of them: their own watchdog would keep
@@ -282,6 +309,8 @@ class PyInfyPowerDC:
         self.bus.shutdown()
         if self.simulator is not None:
             self.simulator.stop()
+        if self.recorder is not None:
+            self.recorder.close()
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,27 @@ class CsmsProcess:
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
+    def results_of(self, action: str) -> list[dict[str, Any]]:
+        """Payloads of the station's CALLRESULTs to the CSMS's CALLs of ``action``."""
+        asked = {
+            f["frame"][1]
+            for f in self.frames()
+            if f["dir"] == "csms->station" and f["frame"][0] == 2 and f["frame"][2] == action
+        }
+        return [
+            f["frame"][2]
+            for f in self.frames()
+            if f["dir"] == "station->csms" and f["frame"][0] == 3 and f["frame"][1] in asked
+        ]
+
+    def sent(self, action: str) -> list[dict[str, Any]]:
+        """Payloads of the CALLs of ``action`` the CSMS sent."""
+        return [
+            f["frame"][3]
+            for f in self.frames()
+            if f["dir"] == "csms->station" and f["frame"][0] == 2 and f["frame"][2] == action
+        ]
+
     def calls(self, action: str) -> list[dict[str, Any]]:
         """Payloads of the CALLs of ``action`` the station sent, in order."""
         return [
@@ -34,10 +56,17 @@ class CsmsProcess:
 
 @pytest.fixture
 def csms(tmp_path: Path) -> Iterator[CsmsProcess]:
-    record = tmp_path / "csms-frames.jsonl"
+    with start_csms(tmp_path) as process:
+        yield process
+
+
+@contextmanager
+def start_csms(folder: Path, *options: str) -> Iterator[CsmsProcess]:
+    """`everkit csms` with ``options`` (e.g. its demo mode) on a free port."""
+    record = folder / "csms-frames.jsonl"
     command = [sys.executable, "-m", "everkit.simulators.csms", "--port", "0", "--quiet"]
     process = subprocess.Popen(
-        [*command, "--record", str(record)], stdout=subprocess.PIPE, text=True
+        [*command, "--record", str(record), *options], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None

@@ -1,0 +1,138 @@
+"""Smart charging end to end: the demo CSMS limits a running SIL session with a TxProfile
+(30 kW, then 15 kW, then 30 kW again); the limit travels PyOCPP201 → PyEnergyNode →
+PyEnergyManager → PyEvseManager → PyInfyPowerDC, and the setpoint frames on the CAN bus
+(recorded by the driver's `can_log_file`, a second handle on the bus) follow it."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+import yaml
+
+from everkit.framework.transport import BrokerAddress
+from everkit.ocpp201.timestamps import parse_wire_timestamp
+from everkit.power_supply_infy.codec import (
+    Decoded,
+    OnOff,
+    Output,
+    OutputSetpoint,
+    decode_answer,
+    decode_request,
+)
+from tests.e2e.conftest import CsmsProcess, start_csms
+from tests.runner import run_config
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+STEP_S = 12  # the profile lowers 12 s after the transaction starts and raises after 24 s
+SCRIPT = (
+    "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
+    "iso_dc_power_on;iso_wait_for_stop 28;iso_wait_v2g_session_stopped;sleep 1;unplug;sleep 2"
+)
+CONTROLLER = 0xF0  # the driver's address on the bus (controller_address)
+SETTLE_S = 3.0  # energy manager round + ramp (25 A/s) before a new limit must hold
+
+
+def setpoint_power(log_file: Path) -> list[tuple[float, float]]:
+    """(time, W) after every setpoint frame on the bus: the sum over the modules that are on
+    of the commanded current times the output voltage the module last reported. A module in
+    constant-current mode delivers its current at the battery's voltage, not at the voltage
+    setpoint (the EV's target, which sits above it), so that is the power the command asks
+    for. A module told to switch off delivers nothing, whatever its last setpoint was."""
+    current_mA: dict[int, int] = {}
+    volts: dict[int, float] = {}
+    powers = []
+    with can.LogReader(str(log_file)) as reader:
+        messages = list(reader)
+    for message in messages:
+        data = bytes(message.data)
+        answer = decode_answer(message.arbitration_id, data, True)
+        if isinstance(answer, Decoded) and isinstance(answer.payload, Output):
+            if answer.id.destination == CONTROLLER and not answer.payload.system:
+                volts[answer.id.source] = answer.payload.voltage_V
+            continue
+        request = decode_request(message.arbitration_id, data, True)
+        if not isinstance(request, Decoded) or request.id.destination == CONTROLLER:
+            continue
+        module = request.id.destination
+        if isinstance(request.payload, OnOff) and not request.payload.on:
+            current_mA.pop(module, None)
+        elif isinstance(request.payload, OutputSetpoint):
+            current_mA[module] = request.payload.current_mA
+            watts = sum(ma / 1000 * volts.get(m, 0.0) for m, ma in current_mA.items())
+            powers.append((message.timestamp, watts))
+    return powers
+
+
+def profile_steps(csms: CsmsProcess) -> list[tuple[datetime, float]]:
+    (request,) = csms.sent("SetChargingProfile")
+    schedule = request["chargingProfile"]["chargingSchedule"][0]
+    start = parse_wire_timestamp(schedule["startSchedule"])
+    return [
+        (start + timedelta(seconds=p["startPeriod"]), float(p["limit"]))
+        for p in schedule["chargingSchedulePeriod"]
+    ]
+
+
+def limit_at(steps: list[tuple[datetime, float]], moment: float) -> tuple[float, float]:
+    """(limit, seconds since it began) at a Unix time."""
+    current, since = steps[0][1], steps[0][0].timestamp()
+    for begins, limit in steps:
+        if begins.timestamp() <= moment:
+            current, since = limit, begins.timestamp()
+    return current, moment - since
+
+
+def test_a_csms_limit_reaches_the_power_modules(
+    tmp_path: Path, broker: BrokerAddress, prefix: str
+) -> None:
+    can_log = tmp_path / "can.log"
+    with start_csms(tmp_path, "--demo-limit-W", "30000", "--demo-step-s", str(STEP_S)) as csms:
+        config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
+        modules: dict[str, Any] = config["active_modules"]
+        modules["car"]["config_module"]["auto_exec_commands"] = SCRIPT
+        modules["psu"]["config_implementation"]["main"].update(
+            {"can_channel": f"sil-{prefix.strip('/')}", "can_log_file": str(can_log)}
+        )
+        modules["ocpp"]["config_module"].update(
+            {"csms_url": csms.url, "CoreDatabasePath": str(tmp_path / "ocpp")}
+        )
+        status, output = run_config(config, tmp_path, broker, prefix, timeout=150)
+        assert status == 0, output[-3000:]
+
+        steps = profile_steps(csms)
+        assert [limit for _, limit in steps] == [30000.0, 15000.0, 30000.0]
+
+        # the CSMS's GetCompositeSchedule saw what it had set
+        (answer,) = csms.results_of("GetCompositeSchedule")
+        assert answer["status"] == "Accepted"
+        composite = [p["limit"] for p in answer["schedule"]["chargingSchedulePeriod"]]
+        assert composite == [30000.0, 15000.0, 30000.0]
+
+        # the setpoints on the CAN bus stay within the limit in force (after settling)...
+        powers = setpoint_power(can_log)
+        starts = [begins.timestamp() for begins, _ in steps]
+        settled: dict[int, list[float]] = {}
+        for moment, watts in powers:
+            limit, since = limit_at(steps, moment)
+            # composite times are whole seconds (as libocpp's): a step may apply up to 1 s
+            # before the profile's own sub-second boundary
+            next_step_in = min((b - moment for b in starts if b > moment), default=99.0)
+            if since >= SETTLE_S and next_step_in > 1.0 and moment >= starts[0]:
+                assert watts <= limit * 1.02, (moment, watts, limit)
+                step = sum(1 for b in starts if b <= moment) - 1
+                settled.setdefault(step, []).append(watts)
+        assert sum(len(v) for v in settled.values()) > 20  # setpoints are repeated each second
+        # ...and use what they are given (the car asks for more than 30 kW): the lowered
+        # limit while it lasts, the raised one once the ramp (25 A/s) got there
+        assert statistics.median(settled[1]) == pytest.approx(15000, rel=0.03)
+        assert max(settled[2]) == pytest.approx(30000, rel=0.03)
+
+        # the transaction reports the rate changes (K11)
+        reasons = [e["triggerReason"] for e in csms.calls("TransactionEvent")]
+        assert reasons.count("ChargingRateChanged") >= 2, reasons
