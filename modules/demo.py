@@ -20,6 +20,7 @@ from typing import IO
 import yaml
 
 from .cli import main as everkit_main
+from .report import write_report
 
 OCPP_MODULE = "PyOCPP201"
 DEMO_STEP_S = 15  # cable check and pre-charge take ~9 s: lower ~6 s into charging, raise ~21 s
@@ -109,4 +110,6 @@ def run_demo(config_path: Path, report_dir: Path, limit_W: int, trace: bool) -> 
         csms.wait(timeout=10)
     if record.exists():
         print("OCPP messages of the session:\n" + summary(record), flush=True)
+        for written in write_report(record, report_dir):
+            print(f"wrote {written}", flush=True)
     return status
