@@ -176,6 +176,7 @@ class ChargerCore:
         self._implausible_since: float | None = None
         self._next_reclamp = 0.0
         self._next_energy_request = 0.0
+        self._priority_request = False
         self._export_key: str | None = None
         self._lapse_reported = False
         self._next_ev_info = 0.0
@@ -366,7 +367,11 @@ class ChargerCore:
                 effects.append(Publish("evse", "ev_info", info))
         if now >= self._next_energy_request:
             self._next_energy_request = now + self.config.energy_request_interval_s
-            effects.append(Publish("energy_grid", "energy_flow_request", self._energy_request()))
+            request = self._energy_request()
+            if self._priority_request:  # the energy manager answers it at once
+                request["priority_request"] = True
+                self._priority_request = False
+            effects.append(Publish("energy_grid", "energy_flow_request", request))
         effects += self._stopping_timeout(now)
         return effects + self._settle(now)
 
@@ -499,6 +504,7 @@ class ChargerCore:
             effects.append(SessionEvent("AuthRequired", sid))
             self._pwm_at = now + self.config.sleep_before_enabling_pwm_hlc_mode_ms / 1000
             self._next_energy_request = now  # a priority request, as EVerest on plug-in
+            self._priority_request = True
         elif state == State.PREPARE_CHARGING:
             assert session is not None
             session.ev_stopped = False

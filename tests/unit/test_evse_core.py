@@ -368,3 +368,19 @@ def test_a_lower_limit_does_not_trip_over_current_while_the_output_follows() -> 
         world.now += 0.15
         world.feed(world.core.on_supply(390.0, 100.0, world.now))
     assert any(isinstance(e, RaiseError) and "OverCurrent" in e.error_type for _, e in world.log)
+
+
+def test_plug_in_sends_a_priority_energy_request_then_plain_ones() -> None:
+    """As EVerest's EvseManager: the energy manager answers a plug-in at once instead of
+    at its next round; the following requests are the 1 Hz routine."""
+    world = World.make()
+    world.run(3)
+    world.cp("B")
+    world.run(3)
+    requests = [
+        e.value for _, e in world.log if isinstance(e, Publish) and e.var == "energy_flow_request"
+    ]
+    flags = [r.get("priority_request", False) for r in requests]
+    assert flags.count(True) == 1
+    first_after_plug_in = next(r for r in requests if r["evse_state"] != "Unplugged")
+    assert first_after_plug_in.get("priority_request") is True
