@@ -142,6 +142,9 @@ class Bridge:
         self._boot_triggered = asyncio.Event()
         self.requests = CsmsRequestHandler(self)
         self._push_settings = push
+        # K05: TxProfiles of accepted RequestStartTransactions, by remoteStartId, installed
+        # when the transaction they started begins
+        self.remote_profiles: dict[int, dict[str, Any]] = {}
         self._smart: SmartCharging | None = None
 
     # setup ---------------------------------------------------------------------------
@@ -188,6 +191,7 @@ class Bridge:
         before = evse.tx.transaction_id
         for payload in evse.tx.on_session_event(event, now, offline=not self.online):
             self.emit_transaction_event(payload)
+            self._install_remote_profile(evse, payload)
         self._save_tx(evse)
         if evse.tx.transaction_id != before:  # profiles in force change with transactions
             if before is not None:
@@ -196,6 +200,16 @@ class Bridge:
         self._status(evse, evse.status.on_session_event(event, now))
         if not evse.tx.active:
             self._run_scheduled(evse)
+
+    def _install_remote_profile(self, evse: Evse, payload: dict[str, Any]) -> None:
+        info = payload["transactionInfo"]
+        profile = self.remote_profiles.pop(info.get("remoteStartId", -1), None)
+        if profile is None:
+            return
+        profile = {**profile, "transactionId": info["transactionId"]}
+        verdict = self.smart.profiles.install(evse.id, profile, self.smart.running())
+        log.info("TxProfile %s of the remote start: %s", profile.get("id"), verdict)
+        self.smart.changed()
 
     def on_powermeter(self, evse_id: int, powermeter: dict[str, Any]) -> None:
         self.evses[evse_id].tx.on_powermeter(powermeter)

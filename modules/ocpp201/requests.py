@@ -182,6 +182,7 @@ class CsmsRequestHandler:
         id_token: dict[str, Any],
         remote_start_id: int,
         evse_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
         **_: Any,
     ) -> Any:
         evse = self.bridge.evses.get(evse_id) if evse_id is not None else None
@@ -189,6 +190,18 @@ class CsmsRequestHandler:
             return _status(call_result.RequestStartTransaction, "Rejected", "UnknownEvse")
         if evse is not None and evse.tx.authorized:
             return _status(call_result.RequestStartTransaction, "Rejected", "TxInProgress")
+        if charging_profile is not None:  # K05: a TxProfile for the transaction to come
+            profile = _camel(charging_profile)
+            verdict = self.bridge.smart.profiles.validate(
+                evse_id or 0, profile, self.bridge.smart.running(), remote_start=True
+            )
+            if not verdict.accepted:
+                return _status(
+                    call_result.RequestStartTransaction,
+                    "Rejected",
+                    verdict.reason_code or "InvalidProfile",
+                )
+            self.bridge.remote_profiles[remote_start_id] = profile
         tx_id = evse.tx.transaction_id if evse is not None else None
         return _status(call_result.RequestStartTransaction, "Accepted", transaction_id=tx_id)
 

@@ -255,3 +255,57 @@ def test_a_period_boundary_pushes_the_next_limit(tmp_path: Path) -> None:
             assert 11000.0 in firsts
 
     run(scenario())
+
+
+def test_a_remote_start_with_a_tx_profile_applies_it_to_that_transaction_K05(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with DemoCsms() as csms, running_bridge(tmp_path, csms, overrides=DC_DEFAULT) as rig:
+            await csms.wait_for("StatusNotification", timeout=WAIT_S)
+            handle = await csms.wait_station(STATION)
+            profile = tx_profile(7000, profile_id=21)
+            del profile["transaction_id"]  # K05: the CSMS cannot know it yet
+            result = await handle.call(
+                call.RequestStartTransaction(
+                    id_token={"id_token": "APP-1", "type": "Central"},
+                    remote_start_id=99,
+                    evse_id=1,
+                    charging_profile=profile,
+                )
+            )
+            assert result.status == "Accepted"
+            await rig.tokens.calls.next()  # the token went to PyAuth
+            remote = {
+                "id_token": {"value": "APP-1", "type": "Central"},
+                "authorization_type": "OCPP",
+            }
+            rig.feed(dc_session_start(token=remote))
+            started = await csms.wait_for("TransactionEvent", timeout=WAIT_S)
+            assert payload_of(started["frame"])["transactionInfo"]["remoteStartId"] == 99
+            assert await composite_W(handle) == [(0, 7000.0)]
+            (installed,) = rig.bridge.smart.profiles.all()
+            assert installed.transaction_id == SESSION
+
+    run(scenario())
+
+
+def test_a_remote_start_with_an_invalid_profile_is_rejected_K05(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with DemoCsms() as csms, running_bridge(tmp_path, csms) as rig:
+            await csms.wait_for("StatusNotification", timeout=WAIT_S)
+            handle = await csms.wait_station(STATION)
+            profile = {**tx_profile(7000), "charging_profile_purpose": "TxDefaultProfile"}
+            del profile["transaction_id"]
+            result = await handle.call(
+                call.RequestStartTransaction(
+                    id_token={"id_token": "APP-1", "type": "Central"},
+                    remote_start_id=98,
+                    evse_id=1,
+                    charging_profile=profile,
+                )
+            )
+            assert result.status == "Rejected"
+            assert rig.bridge.remote_profiles == {}
+
+    run(scenario())
