@@ -91,7 +91,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from ..framework.errors import ConfigError, EverkitError
 
@@ -124,6 +124,26 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 T = TypeVar("T")
+
+
+class Where(TypedDict, total=False):
+    """Which instance of a variable: its instance, EVSE, connector, component instance."""
+
+    instance: str | None
+    evse: int | None
+    connector: int | None
+    component_instance: str | None
+
+
+def _ref(component: str, variable: str, where: Where) -> VariableRef:
+    return VariableRef(
+        component,
+        variable,
+        where.get("component_instance"),
+        where.get("evse"),
+        where.get("connector"),
+        where.get("instance"),
+    )
 
 
 class DeviceModelError(EverkitError):
@@ -378,94 +398,28 @@ class DeviceModel:
     def definitions(self) -> list[VariableDef]:
         return list(self._defs.values())
 
-    def definition(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> VariableDef:
-        ref = VariableRef(component, variable, component_instance, evse, connector, instance)
+    def definition(self, component: str, variable: str, **where: Unpack[Where]) -> VariableDef:
+        ref = _ref(component, variable, where)
         definition = self._defs.get(ref)
         if definition is None:
             raise UnknownVariable(f"no device-model variable {ref.key}")
         return definition
 
-    def get_str(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> str:
-        definition = self.definition(
-            component,
-            variable,
-            instance=instance,
-            evse=evse,
-            connector=connector,
-            component_instance=component_instance,
-        )
-        return self._values[definition.ref]
+    def get_str(self, component: str, variable: str, **where: Unpack[Where]) -> str:
+        return self._values[self.definition(component, variable, **where).ref]
 
-    def get_bool(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> bool:
-        ref = VariableRef(component, variable, component_instance, evse, connector, instance)
-        return self._typed(ref, ("boolean",)) == "true"
+    def get_bool(self, component: str, variable: str, **where: Unpack[Where]) -> bool:
+        return self._typed(_ref(component, variable, where), ("boolean",)) == "true"
 
-    def get_int(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> int:
-        ref = VariableRef(component, variable, component_instance, evse, connector, instance)
-        return int(self._typed(ref, ("integer",)))
+    def get_int(self, component: str, variable: str, **where: Unpack[Where]) -> int:
+        return int(self._typed(_ref(component, variable, where), ("integer",)))
 
-    def get_float(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> float:
-        ref = VariableRef(component, variable, component_instance, evse, connector, instance)
-        return float(self._typed(ref, ("integer", "decimal")))
+    def get_float(self, component: str, variable: str, **where: Unpack[Where]) -> float:
+        return float(self._typed(_ref(component, variable, where), ("integer", "decimal")))
 
-    def get_list(
-        self,
-        component: str,
-        variable: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
-    ) -> list[str]:
+    def get_list(self, component: str, variable: str, **where: Unpack[Where]) -> list[str]:
         """The members of a MemberList/SequenceList/OptionList value, in order."""
-        ref = VariableRef(component, variable, component_instance, evse, connector, instance)
-        value = self._typed(ref, LIST_TYPES)
+        value = self._typed(_ref(component, variable, where), LIST_TYPES)
         return value.split(",") if value else []
 
     def _typed(self, ref: VariableRef, allowed: tuple[str, ...]) -> str:
@@ -481,26 +435,11 @@ class DeviceModel:
     # values the station itself updates
 
     def set_internal(
-        self,
-        component: str,
-        variable: str,
-        value: str,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
+        self, component: str, variable: str, value: str, **where: Unpack[Where]
     ) -> Change | None:
         """Set a value as the station (any mutability). Persisted only if the variable is
         persistent. Returns the change, or None if the value stayed the same."""
-        definition = self.definition(
-            component,
-            variable,
-            instance=instance,
-            evse=evse,
-            connector=connector,
-            component_instance=component_instance,
-        )
+        definition = self.definition(component, variable, **where)
         return self._assign(definition, _normalise(definition, value))
 
     def set_availability(self, evse: int, connector: int, state: str) -> list[Change]:
@@ -528,25 +467,10 @@ class DeviceModel:
         return [change for change in changes if change is not None]
 
     def set_max_limit(
-        self,
-        component: str,
-        variable: str,
-        max_limit: float | None,
-        *,
-        instance: str | None = None,
-        evse: int | None = None,
-        connector: int | None = None,
-        component_instance: str | None = None,
+        self, component: str, variable: str, max_limit: float | None, **where: Unpack[Where]
     ) -> None:
         """Change a variable's maxLimit (e.g. EVSE.Power once the power supply is known)."""
-        definition = self.definition(
-            component,
-            variable,
-            instance=instance,
-            evse=evse,
-            connector=connector,
-            component_instance=component_instance,
-        )
+        definition = self.definition(component, variable, **where)
         self._defs[definition.ref] = replace(definition, max_limit=max_limit)
 
     def _assign(self, definition: VariableDef, value: str) -> Change | None:
