@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/framework_roundtrip.py
 	$(BIN)/python bench/psu_latency.py
 	$(BIN)/python bench/ocpp_bridge.py --evses 8 --duration 60
+	$(BIN)/python bench/smart_charging.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

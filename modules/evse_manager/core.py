@@ -251,9 +251,13 @@ class ChargerCore:
             valid_until=now + float(limits.get("valid_for", 0)),
             ever_received=True,
         )
-        effects: list[Effect] = [Publish("evse", "enforced_limits", limits)]
-        effects += self._dc_maximum_limits(now)
-        return effects + self._apply_targets(now) + self._settle(now)
+        # the supply first: a lower budget must reach the power modules before the round
+        # trip that tells the car (the effect worker runs calls one after the other)
+        effects: list[Effect] = [
+            *self._apply_targets(now),
+            Publish("evse", "enforced_limits", limits),
+        ]
+        return effects + self._dc_maximum_limits(now) + self._settle(now)
 
     # inputs from requirements
 

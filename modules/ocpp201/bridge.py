@@ -328,8 +328,7 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
-            ticker.cancel()
-            pusher.cancel()
+            await _cancel_all({ticker, pusher})
 
     async def stop(self) -> None:
         self._stopping.set()

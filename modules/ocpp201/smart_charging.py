@@ -61,6 +61,7 @@ class SmartCharging:
         self.sinks: dict[int, LimitsPort] = {}
         self._pushed: dict[int, list[tuple[datetime, float]]] = {}
         self._changed = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()  # referenced until done
         self.pushes = 0
 
     # state the rules need ----------------------------------------------------------
@@ -218,9 +219,11 @@ class SmartCharging:
             if steps != self._pushed.get(evse_id):
                 self._pushed[evse_id] = steps
                 self.pushes += 1
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._send(evse_id, sink, external_limits(schedule))
                 )
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
             upcoming = [(at - now).total_seconds() for at, _ in steps if at > now]
             if upcoming:
                 wait = min(wait, *upcoming)
