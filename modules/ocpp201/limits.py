@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from .timestamps import parse_wire_timestamp, wire_timestamp
@@ -117,14 +117,3 @@ class RateChangeWatch:
             self.applied_W = value
             return True
         return False
-
-
-def limit_at(schedule: Mapping[str, Any], moment: datetime) -> float | None:
-    """The composite limit in force at ``moment`` (None before the schedule starts)."""
-    start = parse_wire_timestamp(str(schedule["scheduleStart"]))
-    offset = (moment - start).total_seconds()
-    found: float | None = None
-    for period in schedule["chargingSchedulePeriod"]:
-        if period["startPeriod"] <= offset:
-            found = float(period["limit"])
-    return found

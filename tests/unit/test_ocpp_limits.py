@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from everkit.ocpp201.limits import (
     RateChangeWatch,
     changed_significantly,
     external_limits,
-    limit_at,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -70,13 +69,6 @@ def test_an_ampere_schedule_limits_current_and_phases() -> None:
         "ac_max_current_A": {"value": 16.0, "source": "SO"},
         "ac_max_phase_count": {"value": 3, "source": "SO"},
     }
-
-
-def test_limit_at_follows_the_periods() -> None:
-    assert limit_at(SCHEDULE, T0 - timedelta(seconds=1)) is None
-    assert limit_at(SCHEDULE, T0) == 11000.0
-    assert limit_at(SCHEDULE, T0 + timedelta(seconds=299)) == 11000.0
-    assert limit_at(SCHEDULE, T0 + timedelta(seconds=300)) == 5500.0
 
 
 def test_limit_change_significance_is_a_percentage_of_the_old_value() -> None:
