@@ -499,7 +499,9 @@ class DeviceModel:
         """One GetVariableResult per request entry, in request order (B06.FR.01)."""
         return [self._get_one(entry) for entry in get_variable_data]
 
-    def _get_one(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+    def _lookup(self, entry: Mapping[str, Any]) -> tuple[dict[str, Any], VariableDef | None]:
+        """The result skeleton echoing the request, and the variable (None when the result
+        already says why there is none)."""
         attribute_type = entry.get("attribute_type") or ACTUAL
         result: dict[str, Any] = {
             "attribute_type": attribute_type,
@@ -510,6 +512,12 @@ class DeviceModel:
         if isinstance(found, str):
             result["attribute_status"] = found
             result["attribute_status_info"] = _status_info(found)
+            return result, None
+        return result, found
+
+    def _get_one(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        result, found = self._lookup(entry)
+        if found is None:
             return result
         if found.mutability == "WriteOnly":
             result["attribute_status"] = "Rejected"
@@ -539,16 +547,8 @@ class DeviceModel:
         return results, changes
 
     def _set_one(self, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Change | None]:
-        attribute_type = entry.get("attribute_type") or ACTUAL
-        result: dict[str, Any] = {
-            "attribute_type": attribute_type,
-            "component": dict(entry["component"]),
-            "variable": dict(entry["variable"]),
-        }
-        found = self._resolve(entry["component"], entry["variable"], attribute_type)
-        if isinstance(found, str):
-            result["attribute_status"] = found
-            result["attribute_status_info"] = _status_info(found)
+        result, found = self._lookup(entry)
+        if found is None:
             return result, None
         if found.mutability == "ReadOnly":
             result["attribute_status"] = "Rejected"
