@@ -97,12 +97,14 @@ class Transport:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._executor = executor or OrderedExecutor()
         self._exact: dict[str, _Subscription] = {}
         self._wildcard: dict[str, _Subscription] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._ever_connected = False
+        self._resubscribe_mid: int | None = None  # connected once the broker acked it
         self._closing = False
         self.reconnects = 0
 
@@ -143,7 +145,9 @@ class Transport:
         with self._lock:
             filters = [(t, s.qos) for t, s in (*self._exact.items(), *self._wildcard.items())]
         if filters:
-            client.subscribe(filters)
+            # "connected" only once the broker has our subscriptions back: a peer's
+            # command sent before that would find nobody subscribed and be lost
+            _, self._resubscribe_mid = client.subscribe(filters)
         if self._ever_connected:
             self.reconnects += 1
             log.warning(
@@ -153,7 +157,15 @@ class Transport:
                 len(filters),
             )
         self._ever_connected = True
-        self._connected.set()
+        if not filters:
+            self._connected.set()
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, _codes: Any, _props: Any
+    ) -> None:
+        if mid == self._resubscribe_mid:
+            self._resubscribe_mid = None
+            self._connected.set()
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
