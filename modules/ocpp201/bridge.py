@@ -72,8 +72,8 @@ class Evse:
     port: EvsePort
     tx: EvseTransactions
     status: ConnectorStatus
+    external_limit: ExternalLimitReporter
     pending_availability: bool | None = None  # Scheduled ChangeAvailability (True = operative)
-    external_limit: ExternalLimitReporter = field(default_factory=lambda: ExternalLimitReporter(0))
     rate: RateChangeWatch = field(default_factory=RateChangeWatch)
     needs_sent_for: str | None = None  # the transaction whose EV needs went out (K15)
 
@@ -100,7 +100,6 @@ class Counters:
     received_calls: int = 0
     undeliverable: int = 0
     connects: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class Bridge:
@@ -153,9 +152,9 @@ class Bridge:
         restored = self.store.load_transactions().get(evse_id)
         tx = EvseTransactions(self.tx_settings(evse_id, connector_id), restored=restored)
         status = ConnectorStatus(evse_id, connector_id)
-        evse = Evse(evse_id, connector_id, port, tx, status)
-        evse.external_limit = ExternalLimitReporter(evse_id)
-        self.evses[evse_id] = evse
+        self.evses[evse_id] = Evse(
+            evse_id, connector_id, port, tx, status, ExternalLimitReporter(evse_id)
+        )
 
     @property
     def smart(self) -> SmartCharging:
