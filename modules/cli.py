@@ -197,6 +197,12 @@ def cmd_composite_replay(args: argparse.Namespace) -> int:
     return replay_main(list(args.args))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import main as check_main  # noqa: PLC0415  # as for csms
+
+    return check_main(list(args.args))
+
+
 def cmd_csms(args: argparse.Namespace) -> int:
     from .simulators.csms import main as csms_main  # noqa: PLC0415  # as above
 
@@ -295,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     csms.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo CSMS")
     csms.set_defaults(func=cmd_csms)
 
+    check = sub.add_parser(
+        "check",
+        help="check an EVerest bus (ours or C++) against the interface definitions",
+        add_help=False,
+        description="`everkit check --help` lists its options.",
+    )
+    check.add_argument("args", nargs=argparse.REMAINDER, help="--broker HOST:PORT [...]")
+    check.set_defaults(func=cmd_check)
+
     replay = sub.add_parser(
         "composite-replay",
         help="replay composite-schedule cases (libocpp's) through PyOCPP201's smart charging",
@@ -315,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_csms(argparse.Namespace(args=argv[1:]))
     if argv[:1] == ["composite-replay"]:
         return cmd_composite_replay(argparse.Namespace(args=argv[1:]))
+    if argv[:1] == ["check"]:
+        return cmd_check(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     status: int = args.func(args)
     return status

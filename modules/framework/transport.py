@@ -11,16 +11,19 @@
 * Incoming messages: exact-topic handlers first (one dict lookup), then wildcard filters.
   A handler marked ``inline`` runs on the network thread (only for trivially short work
   such as resolving a command future); the rest run through ``OrderedExecutor``.
+* Credentials from ``EV_MQTT_USERNAME`` / ``EV_MQTT_PASSWORD`` when set (a broker with
+  ``allow_anonymous false``, e.g. the docker-compose deployment in docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -49,6 +52,23 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MqttCredentials:
+    """MQTT username and password (the password may be absent, as MQTT allows)."""
+
+    username: str
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> MqttCredentials | None:
+        """``EV_MQTT_USERNAME`` / ``EV_MQTT_PASSWORD``, or None without a username."""
+        env = os.environ if environ is None else environ
+        username = env.get("EV_MQTT_USERNAME")
+        if not username:
+            return None
+        return cls(username, env.get("EV_MQTT_PASSWORD"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,10 @@ class Transport:
         client_id: str | None = None,
         executor: OrderedExecutor | None = None,
         reconnect_delay: tuple[float, float] = (0.1, 5.0),
+        credentials: MqttCredentials | None = None,
     ) -> None:
+        """``credentials`` default to the environment's (``MqttCredentials.from_environ``):
+        the manager and every module read them there, as they read the broker address."""
         self.broker = broker
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -90,6 +113,9 @@ class Transport:
             protocol=paho.MQTTv311,
             clean_session=True,
         )
+        credentials = credentials or MqttCredentials.from_environ()
+        if credentials is not None:
+            self._client.username_pw_set(credentials.username, credentials.password)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)  # unbounded: nothing we send is dropped
         self._client.reconnect_delay_set(int(reconnect_delay[0]) or 1, int(reconnect_delay[1]))
