@@ -48,7 +48,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import can
 import paho.mqtt.client as paho
 import yaml
 from ocpp.v201 import call
@@ -67,14 +66,7 @@ from everkit.ocpp201.device_model import DeviceModel, EvseShape, StationShape
 from everkit.ocpp201.profiles import ProfileStore
 from everkit.ocpp201.store import Store
 from everkit.ocpp201.timestamps import wire_timestamp
-from everkit.power_supply_infy.codec import (
-    Decoded,
-    OnOff,
-    Output,
-    OutputSetpoint,
-    decode_answer,
-    decode_request,
-)
+from everkit.power_supply_infy.bus_log import BusState, read_bus_states
 from everkit.simulators.csms import DemoCsms, FrameEntry
 
 BENCH = Path(__file__).resolve().parent
@@ -85,7 +77,6 @@ if str(BENCH) not in sys.path:  # `framework_roundtrip` (raw paho, machine facts
 SIL_CONFIG = REPO / "config" / "sil-dc.yaml"
 PREFIX = "benchsmart/"
 STATION = "everkit-sil-1"  # config/sil-dc.yaml's station_id
-CONTROLLER = 0xF0  # the PSU driver's CAN address: module answers go to it
 CALL, CALLRESULT = 2, 3
 STATION_TO_CSMS, CSMS_TO_STATION = "station->csms", "csms->station"
 CAR_CURRENT_A = 120  # more than either limit allows at ~400 V
@@ -381,54 +372,6 @@ class Sent:
     warmup: bool
 
 
-@dataclass(frozen=True)
-class BusState:
-    """The commanded state after one setpoint frame (controller -> module)."""
-
-    at: float
-    current_A: float  # total over the modules that are on
-    power_W: float  # sum of setpoint voltage x setpoint current: what the frames ask for
-    battery_W: float  # sum of setpoint current x the module's last reported voltage
-
-
-def bus_states(log_file: Path) -> list[BusState]:
-    """One BusState per setpoint frame in the CAN log, in order (cf. the e2e test's
-    ``setpoint_power``). In constant-current mode a module delivers its current at the
-    battery's voltage, which is ~10 V below the setpoint (the EV's target), so
-    ``battery_W`` sits ~2.5 % below ``power_W``; PyEvseManager sizes the current as
-    budget / max(measured, target voltage), so ``power_W`` is the budget it applied."""
-    setpoint: dict[int, tuple[float, float]] = {}  # module -> (V, A) while on
-    volts: dict[int, float] = {}
-    states: list[BusState] = []
-    with can.LogReader(str(log_file)) as reader:
-        messages = list(reader)
-    for message in messages:
-        data = bytes(message.data)
-        answer = decode_answer(message.arbitration_id, data, True)
-        if isinstance(answer, Decoded) and isinstance(answer.payload, Output):
-            if answer.id.destination == CONTROLLER and not answer.payload.system:
-                volts[answer.id.source] = answer.payload.voltage_V
-            continue
-        request = decode_request(message.arbitration_id, data, True)
-        if not isinstance(request, Decoded) or request.id.destination == CONTROLLER:
-            continue
-        module = request.id.destination
-        if isinstance(request.payload, OnOff) and not request.payload.on:
-            setpoint.pop(module, None)
-        elif isinstance(request.payload, OutputSetpoint):
-            payload = request.payload
-            setpoint[module] = (payload.voltage_V, payload.current_A)
-            states.append(
-                BusState(
-                    float(message.timestamp),
-                    sum(a for _v, a in setpoint.values()),
-                    sum(v * a for v, a in setpoint.values()),
-                    sum(a * volts.get(m, 0.0) for m, (_v, a) in setpoint.items()),
-                )
-            )
-    return states
-
-
 def _limit_of_external(data: Any) -> float | None:
     """The first slot's leaf-side power of a set_external_limits Cmd."""
     try:
@@ -661,7 +604,7 @@ def part_latency(options: LatencyOptions, folder: Path) -> dict[str, Any]:
         frames = csms.snapshot()
         messages = watcher.snapshot()
 
-    states = bus_states(can_log)
+    states = read_bus_states(str(can_log))
     results["setpoint_frames"] = len(states)
     changes: list[ChangeResult] = []
     for index, item in enumerate(sent):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import shutil
@@ -191,22 +192,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.config), Path(args.report), args.limit_W, args.trace)
 
 
-def cmd_composite_replay(args: argparse.Namespace) -> int:
-    from .ocpp201.replay import main as replay_main  # noqa: PLC0415  # as for csms
+# Commands with a parser of their own: everything after the name goes to their main(argv).
+# Imported only when used (ocpp, websockets and matplotlib are slow to load).
+PASSTHROUGH = {
+    "csms": (
+        "everkit.simulators.csms",
+        "run the demo OCPP 2.0.1 CSMS (for the demo and for trying a station)",
+    ),
+    "check": (
+        "everkit.check",
+        "check an EVerest bus (ours or C++) against the interface definitions",
+    ),
+    "composite-replay": (
+        "everkit.ocpp201.replay",
+        "replay composite-schedule cases (libocpp's) through PyOCPP201's smart charging",
+    ),
+}
 
-    return replay_main(list(args.args))
 
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from .check import main as check_main  # noqa: PLC0415  # as for csms
-
-    return check_main(list(args.args))
-
-
-def cmd_csms(args: argparse.Namespace) -> int:
-    from .simulators.csms import main as csms_main  # noqa: PLC0415  # as above
-
-    return csms_main(list(args.args))
+def run_passthrough(name: str, argv: list[str]) -> int:
+    main_of: Callable[[list[str]], int] = importlib.import_module(PASSTHROUGH[name][0]).main
+    return main_of(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,32 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     demo.set_defaults(func=cmd_demo)
 
-    csms = sub.add_parser(
-        "csms",
-        help="run the demo OCPP 2.0.1 CSMS (for the demo and for trying a station)",
-        add_help=False,
-        description="The demo CSMS; `everkit csms --help` lists its options.",
-    )
-    csms.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo CSMS")
-    csms.set_defaults(func=cmd_csms)
-
-    check = sub.add_parser(
-        "check",
-        help="check an EVerest bus (ours or C++) against the interface definitions",
-        add_help=False,
-        description="`everkit check --help` lists its options.",
-    )
-    check.add_argument("args", nargs=argparse.REMAINDER, help="--broker HOST:PORT [...]")
-    check.set_defaults(func=cmd_check)
-
-    replay = sub.add_parser(
-        "composite-replay",
-        help="replay composite-schedule cases (libocpp's) through PyOCPP201's smart charging",
-        add_help=False,
-        description="`everkit composite-replay --help` lists its options.",
-    )
-    replay.add_argument("args", nargs=argparse.REMAINDER, help="CASES.json [--fixtures DIR]")
-    replay.set_defaults(func=cmd_composite_replay)
+    for name, (_target, summary) in PASSTHROUGH.items():
+        command = sub.add_parser(
+            name,
+            help=summary,
+            add_help=False,
+            description=f"`everkit {name} --help` lists its options.",
+        )
+        command.add_argument("args", nargs=argparse.REMAINDER, help="its own options")
 
     modules = sub.add_parser("modules", help="list the modules this installation provides")
     modules.set_defaults(func=cmd_modules)
@@ -326,12 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["csms"]:  # its own parser sees every option, --help included
-        return cmd_csms(argparse.Namespace(args=argv[1:]))
-    if argv[:1] == ["composite-replay"]:
-        return cmd_composite_replay(argparse.Namespace(args=argv[1:]))
-    if argv[:1] == ["check"]:
-        return cmd_check(argparse.Namespace(args=argv[1:]))
+    if argv and argv[0] in PASSTHROUGH:  # their own parser sees every option, --help too
+        return run_passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     status: int = args.func(args)
     return status

@@ -10,20 +10,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import can
 import pytest
 import yaml
 
 from everkit.framework.transport import BrokerAddress
 from everkit.ocpp201.timestamps import parse_wire_timestamp
-from everkit.power_supply_infy.codec import (
-    Decoded,
-    OnOff,
-    Output,
-    OutputSetpoint,
-    decode_answer,
-    decode_request,
-)
+from everkit.power_supply_infy.bus_log import read_bus_states
 from tests.e2e.conftest import CsmsProcess, start_csms
 from tests.runner import run_config
 
@@ -34,39 +26,13 @@ SCRIPT = (
     "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
     "iso_dc_power_on;iso_wait_for_stop 28;iso_wait_v2g_session_stopped;sleep 1;unplug;sleep 2"
 )
-CONTROLLER = 0xF0  # the driver's address on the bus (controller_address)
 SETTLE_S = 3.0  # energy manager round + ramp (25 A/s) before a new limit must hold
 
 
 def setpoint_power(log_file: Path) -> list[tuple[float, float]]:
-    """(time, W) after every setpoint frame on the bus: the sum over the modules that are on
-    of the commanded current times the output voltage the module last reported. A module in
-    constant-current mode delivers its current at the battery's voltage, not at the voltage
-    setpoint (the EV's target, which sits above it), so that is the power the command asks
-    for. A module told to switch off delivers nothing, whatever its last setpoint was."""
-    current_mA: dict[int, int] = {}
-    volts: dict[int, float] = {}
-    powers = []
-    with can.LogReader(str(log_file)) as reader:
-        messages = list(reader)
-    for message in messages:
-        data = bytes(message.data)
-        answer = decode_answer(message.arbitration_id, data, True)
-        if isinstance(answer, Decoded) and isinstance(answer.payload, Output):
-            if answer.id.destination == CONTROLLER and not answer.payload.system:
-                volts[answer.id.source] = answer.payload.voltage_V
-            continue
-        request = decode_request(message.arbitration_id, data, True)
-        if not isinstance(request, Decoded) or request.id.destination == CONTROLLER:
-            continue
-        module = request.id.destination
-        if isinstance(request.payload, OnOff) and not request.payload.on:
-            current_mA.pop(module, None)
-        elif isinstance(request.payload, OutputSetpoint):
-            current_mA[module] = request.payload.current_mA
-            watts = sum(ma / 1000 * volts.get(m, 0.0) for m, ma in current_mA.items())
-            powers.append((message.timestamp, watts))
-    return powers
+    """(time, W) after every setpoint frame on the bus: the commanded current of the
+    modules that are on, at the voltage each last reported (the power at the battery)."""
+    return [(state.at, state.battery_W) for state in read_bus_states(str(log_file))]
 
 
 def profile_steps(csms: CsmsProcess) -> list[tuple[datetime, float]]:
