@@ -251,8 +251,10 @@ def test_compose_services_as_processes_charge_a_car(
         events = transaction_events(record)
         assert events[0] == "Started", events
         assert events[-1] == "Ended", events
-        running = [s.name for s in started if s.process.poll() is not None and s is not car]
-        assert not running, f"services died: {running}\n" + tails(started)
+        # the manager ends the stack with status 0 once the car's script is done, and may
+        # get there before this line does; a service that failed has another status
+        failed = [s.name for s in started if s.process.poll() not in (None, 0)]
+        assert not failed, f"services failed: {failed}\n" + tails(started)
         assert (tmp_path / "data" / "ocpp").exists(), "no OCPP store at CoreDatabasePath"
     finally:
         for entry in reversed(started):
