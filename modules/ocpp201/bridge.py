@@ -38,7 +38,7 @@ from .connector_status import ConnectorStatus
 from .device_model import DeviceModel
 from .ev_needs import charging_needs
 from .limits import ExternalLimitReporter, RateChangeWatch
-from .ports import PORT_TIMEOUT_S, EvsePort, SystemPort, TokenPort
+from .ports import PORT_TIMEOUT_S, EvsePort, NoEvents, OcppEventsPort, SystemPort, TokenPort
 from .requests import CsmsRequestHandler
 from .smart_charging import PushSettings, SmartCharging
 from .station import FrameLog, Station
@@ -52,6 +52,7 @@ Clock = Callable[[], datetime]
 TICK_S = 0.5
 DEFAULT_PUSH = PushSettings(interval_s=30, duration_s=600, unit="W")  # W: DC (EVerest's advice)
 BOOT_RETRY_DEFAULT_S = 10
+HELD_SECURITY_EVENTS = 100  # offline SecurityEventNotifications kept; beyond, the oldest drop
 
 
 def utc_now() -> datetime:
@@ -116,8 +117,10 @@ class Bridge:
         rng: random.Random | None = None,
         frame_log: FrameLog | None = None,
         push: PushSettings = DEFAULT_PUSH,
+        events: OcppEventsPort | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.events = events or NoEvents()
         self.identity = identity
         self.store = store
         self.model = model
@@ -127,6 +130,11 @@ class Bridge:
         self.frame_log = frame_log
         self.evses: dict[int, Evse] = {}
         self.online = False  # connected and boot accepted
+        self.connected = False  # the websocket is open (the ocpp interface's is_connected)
+        self.halted = False  # ocpp_generic stop: no connection until resume()
+        self._kick = asyncio.Event()  # wakes run() from a back-off or halt wait
+        # A04: security events made while offline go out once the CSMS accepted us again
+        self._held_security: deque[dict[str, Any]] = deque(maxlen=HELD_SECURITY_EVENTS)
         self.registration = "Unknown"
         self.counters = Counters()
         self._rng = rng or random.Random()
@@ -273,6 +281,34 @@ class Bridge:
         queue_id = self.store.enqueue("TransactionEvent", payload)
         if self.online:
             self._push(Outgoing("TransactionEvent", payload, queue_id))
+        self.events.publish("ocpp_transaction_event", self._everest_tx_event(payload))
+
+    def _everest_tx_event(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """EVerest's OcppTransactionEvent for a TransactionEvent payload. The transaction id
+        is EvseManager's session id, so both fields carry it (as in EVerest's OCPP201)."""
+        tx_id = payload["transactionInfo"]["transactionId"]
+        event: dict[str, Any] = {
+            "transaction_event": payload["eventType"],
+            "session_id": tx_id,
+            "transaction_id": tx_id,
+        }
+        evse = payload.get("evse")
+        if evse is None:  # OCPP sends the EVSE only until the CSMS knows it
+            found = self.evse_with_transaction(tx_id)
+            evse = {"id": found.id, "connectorId": found.connector_id} if found else None
+        if evse is not None:
+            event["evse"] = {"id": evse["id"]}
+            if "connectorId" in evse:
+                event["evse"]["connector_id"] = evse["connectorId"]
+        return event
+
+    def security_event(self, payload: dict[str, Any]) -> None:
+        """A04: a SecurityEventNotification (camelCase payload) for the CSMS; held while
+        offline and sent after the next accepted boot."""
+        if self.online:
+            self._push(Outgoing("SecurityEventNotification", payload))
+        else:
+            self._held_security.append(payload)
 
     def send_live(self, action: str, payload: dict[str, Any], requested: bool = False) -> None:
         """A message only worth sending on this connection. ``requested``: the CSMS asked
@@ -316,22 +352,51 @@ class Bridge:
         loop = asyncio.get_running_loop()
         ticker = loop.create_task(self._tick_forever())
         pusher = loop.create_task(self.smart.push_forever())
+        self.events.publish("is_connected", self.connected)
         try:
             while not self._stopping.is_set():
+                # no await between a check and the clear: a halt/resume/stop made on this
+                # loop lands either before the check or after the clear, never in between
+                self._kick.clear()
+                if self.halted:
+                    await self._kick.wait()
+                    continue
                 try:
                     await self._serve_one_connection(backoff)
                 except (OSError, WebSocketException, TimeoutError) as exc:
                     log.warning("CSMS %s: %s", self.endpoint.url, _why(exc))
+                if self.halted or self._stopping.is_set():
+                    continue
                 delay = backoff.next_delay()
                 log.info("reconnecting in %.1f s", delay)
+                self._kick.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                    await asyncio.wait_for(self._kick.wait(), delay)
         finally:
             await _cancel_all({ticker, pusher})
 
     async def stop(self) -> None:
         self._stopping.set()
         self._reconnect.set()
+        self._kick.set()
+
+    def halt(self) -> bool:
+        """ocpp_generic stop: close the connection and open none until resume(). False
+        when already halted."""
+        if self.halted:
+            return False
+        log.info("OCPP halted on request: closing the CSMS connection")
+        self.halted = True
+        self._reconnect.set()
+        self._kick.set()
+        return True
+
+    def resume(self) -> None:
+        """ocpp_generic restart: connect again now (no back-off wait)."""
+        if self.halted:
+            log.info("OCPP resumed on request")
+            self.halted = False
+        self._kick.set()
 
     def reconnect(self) -> None:
         """Close the current connection; run() opens a new one (a fresh boot)."""
@@ -340,13 +405,15 @@ class Bridge:
     async def _serve_one_connection(self, backoff: BackOff) -> None:
         timeout = self.model.get_int("OCPPCommCtrlr", "MessageTimeout", instance="Default")
         ping = self.model.get_int("OCPPCommCtrlr", "WebSocketPingInterval") or None
+        # cleared before connecting, so that a halt() while the handshake runs still counts
+        self._reconnect.clear()
         ws = await open_connection(self.endpoint, open_timeout=timeout, ping_interval=ping)
         self.counters.connects += 1
         backoff.reset()
         log.info("connected to %s", self.endpoint.url)
+        self._set_connected(True)
         station = Station(self.endpoint.station_id, ws, self.requests, timeout, self.frame_log)
         self._station = station
-        self._reconnect.clear()
         tasks = {
             asyncio.create_task(station.start(), name="receive"),
             asyncio.create_task(self._online_session(station), name="session"),
@@ -363,10 +430,20 @@ class Bridge:
         finally:
             self.online = False
             self._station = None
+            self._hold_unsent_security_events()
             self._outbox.clear()
             self._requested.clear()
             await _cancel_all(tasks)
             await ws.close()
+            self._set_connected(False)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self.events.publish("is_connected", connected)
+
+    def _hold_unsent_security_events(self) -> None:
+        unsent = [i.payload for i in self._outbox if i.action == "SecurityEventNotification"]
+        self._held_security.extendleft(reversed(unsent))
 
     async def _online_session(self, station: Station) -> None:
         await self._boot(station)
@@ -377,6 +454,8 @@ class Bridge:
             self._push(Outgoing("StatusNotification", evse.status.current(now)))
         for message in self.store.pending():
             self._push(Outgoing(message.action, message.payload, message.id))
+        while self._held_security:
+            self._push(Outgoing("SecurityEventNotification", self._held_security.popleft()))
         await self._heartbeat()
 
     async def _boot(self, station: Station) -> None:
@@ -395,6 +474,7 @@ class Bridge:
                 continue
             self.registration = str(result.status)
             log.info("BootNotification: %s (interval %s s)", result.status, result.interval)
+            self.events.publish("boot_notification_response", _boot_response(result))
             if result.status == "Accepted":
                 if result.interval > 0:
                     self.model.set_internal(
@@ -480,6 +560,9 @@ class Bridge:
     def _after_result(self, item: Outgoing, result: Any) -> None:
         if item.action != "TransactionEvent":
             return
+        self.events.publish(
+            "ocpp_transaction_event_response", self._everest_tx_response(item.payload, result)
+        )
         info = getattr(result, "id_token_info", None)
         if not info or info.get("status") == "Accepted":
             return
@@ -491,6 +574,19 @@ class Bridge:
             asyncio.get_running_loop().create_task(
                 asyncio.to_thread(evse.port.stop_transaction, "DeAuthorized")
             )
+
+    def _everest_tx_response(self, payload: dict[str, Any], result: Any) -> dict[str, Any]:
+        response: dict[str, Any] = {"original_transaction_event": self._everest_tx_event(payload)}
+        if result.total_cost is not None:
+            response["total_cost"] = float(result.total_cost)
+        if result.charging_priority is not None:
+            response["charging_priority"] = int(result.charging_priority)
+        message = result.updated_personal_message
+        if message:
+            response["personal_message"] = {
+                k: message[k] for k in ("format", "language", "content") if message.get(k)
+            }
+        return response
 
     async def _tick_forever(self) -> None:
         """Periodic meter values, each at its own deadline: a shared coarse tick would send
@@ -590,6 +686,21 @@ async def _cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
+def _boot_response(result: Any) -> dict[str, Any]:
+    """EVerest's BootNotificationResponse (the package delivers snake_case already)."""
+    response: dict[str, Any] = {
+        "status": str(result.status),
+        "current_time": result.current_time,
+        "interval": int(result.interval),
+    }
+    info = result.status_info
+    if info and info.get("reason_code"):
+        response["status_info"] = {"reason_code": info["reason_code"]}
+        if info.get("additional_info"):
+            response["status_info"]["additional_info"] = info["additional_info"]
+    return response
 
 
 def _why(exc: BaseException) -> str:

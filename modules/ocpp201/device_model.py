@@ -108,6 +108,8 @@ DataType = Literal[
 Mutability = Literal["ReadOnly", "ReadWrite", "WriteOnly"]
 
 ACTUAL = "Actual"
+STATION = "Station"  # Change.source of values the station sets itself
+CSMS = "CSMS"
 LIST_TYPES = ("OptionList", "MemberList", "SequenceList")
 # Components and variables a SummaryInventory reports (OCPP B07: the availability of the
 # station, its EVSEs and connectors).
@@ -263,6 +265,8 @@ class Change:
     component_instance: str | None
     old: str
     new: str
+    # who set it: the CSMS, the station, a module's set_variables (metadata, not the value)
+    source: str = field(default=STATION, compare=False)
 
     @property
     def key(self) -> str:
@@ -341,6 +345,7 @@ class DeviceModel:
         persist: Callable[[str, str], None] = _no_persist,
     ) -> None:
         self._persist = persist
+        self._listeners: list[Callable[[Change], None]] = []
         self._defs: dict[VariableRef, VariableDef] = {}
         for definition in definitions:
             if definition.ref in self._defs:
@@ -388,6 +393,15 @@ class DeviceModel:
         )
 
     chunks = staticmethod(chunks)
+
+    def on_change(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with every change of a value, whoever made it (monitors)."""
+        self._listeners.append(listener)
+
+    def find(self, component: Mapping[str, Any], variable: Mapping[str, Any]) -> VariableDef | None:
+        """The variable an OCPP ComponentType/VariableType pair (snake_case) names, if any."""
+        found = self._resolve(component, variable, ACTUAL)
+        return None if isinstance(found, str) else found
 
     # reading values inside the bridge (WriteOnly values included: the bridge needs them)
 
@@ -473,7 +487,7 @@ class DeviceModel:
         definition = self.definition(component, variable, **where)
         self._defs[definition.ref] = replace(definition, max_limit=max_limit)
 
-    def _assign(self, definition: VariableDef, value: str) -> Change | None:
+    def _assign(self, definition: VariableDef, value: str, source: str = STATION) -> Change | None:
         ref = definition.ref
         old = self._values[ref]
         if definition.persistent:
@@ -482,7 +496,7 @@ class DeviceModel:
         self._values[ref] = value
         if old == value:
             return None
-        return Change(
+        change = Change(
             ref.component,
             ref.variable,
             ref.variable_instance,
@@ -491,7 +505,11 @@ class DeviceModel:
             ref.component_instance,
             old,
             value,
+            source,
         )
+        for listener in self._listeners:
+            listener(change)
+        return change
 
     # GetVariables / SetVariables (OCPP B06 / B05)
 
@@ -531,7 +549,7 @@ class DeviceModel:
         return result
 
     def set_variables(
-        self, set_variable_data: Sequence[Mapping[str, Any]]
+        self, set_variable_data: Sequence[Mapping[str, Any]], source: str = CSMS
     ) -> tuple[list[dict[str, Any]], list[Change]]:
         """One SetVariableResult per request entry (B05.FR.01), and the changes made.
 
@@ -540,13 +558,15 @@ class DeviceModel:
         results: list[dict[str, Any]] = []
         changes: list[Change] = []
         for entry in set_variable_data:
-            result, change = self._set_one(entry)
+            result, change = self._set_one(entry, source)
             results.append(result)
             if change is not None:
                 changes.append(change)
         return results, changes
 
-    def _set_one(self, entry: Mapping[str, Any]) -> tuple[dict[str, Any], Change | None]:
+    def _set_one(
+        self, entry: Mapping[str, Any], source: str
+    ) -> tuple[dict[str, Any], Change | None]:
         result, found = self._lookup(entry)
         if found is None:
             return result, None
@@ -566,7 +586,7 @@ class DeviceModel:
                 "additional_info": str(error)[:512],
             }
             return result, None
-        change = self._assign(found, value)
+        change = self._assign(found, value, source)
         result["attribute_status"] = "RebootRequired" if found.reboot_required else "Accepted"
         return result, change
 

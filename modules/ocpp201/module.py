@@ -5,6 +5,8 @@ bridge is built in the ready callback, once get_evse told us each EVSE's id and 
 session events that arrive before are kept and replayed in order. EVSE commands run on
 worker threads of the loop (asyncio.to_thread), so a slow EvseManager never blocks the
 websocket. validate_token (an MQTT handler thread) waits for the Authorize round trip.
+The ocpp_generic commands (MQTT handler threads) run on the loop too and wait for it; its
+vars leave through one publisher thread, in the order the loop made them.
 """
 
 from __future__ import annotations
@@ -15,19 +17,20 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..framework import CommandError, Fulfillment, Module
+from ..framework import CommandError, Fulfillment, HandlerException, Module, NotReady
 from ..framework.error_model import ErrorObject
 from ..framework.errors import ConfigError
 from .bridge import Bridge, Identity, utc_now
 from .connection import Endpoint
 from .device_model import DeviceModel, EvseShape, StationShape
-from .ports import EvsePort, LimitsPort, SystemPort, TokenPort
+from .generic import OcppGeneric
+from .ports import EvsePort, LimitsPort, OcppEventsPort, SystemPort, TokenPort
 from .smart_charging import PushSettings
 from .store import Store
 from .timestamps import wire_timestamp
@@ -35,6 +38,8 @@ from .timestamps import wire_timestamp
 log = logging.getLogger("PyOCPP201")
 
 EVSE_CALL_TIMEOUT_S = 5.0
+GENERIC_CMD_TIMEOUT_S = 10.0  # the loop answers at once unless it is wedged
+GENERIC = "ocpp_generic"
 INOPERATIVE = "evse_manager/Inoperative"
 DB_FILE = "everkit-ocpp201.db"
 
@@ -95,6 +100,26 @@ class MqttTokens(TokenPort):
 
     def provide(self, token: dict[str, Any]) -> None:
         self.module.publish_variable("auth_provider", "provided_token", token)
+
+
+class MqttEvents(OcppEventsPort):
+    """ocpp_generic vars: one publisher thread keeps the loop's order and its pace."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocpp-vars")
+
+    def publish(self, var: str, value: Any) -> None:
+        self._publisher.submit(self._publish, var, value)
+
+    def _publish(self, var: str, value: Any) -> None:
+        try:
+            self.module.publish_variable(GENERIC, var, value)
+        except Exception:  # nobody waits for this thread: log it here or nowhere
+            log.exception("publishing %s.%s failed: %r", GENERIC, var, value)
+
+    def close(self) -> None:
+        self._publisher.shutdown(wait=True)
 
 
 class MqttSystem(SystemPort):
@@ -188,6 +213,8 @@ class PyOCPP201:
         self._thread = threading.Thread(target=self._run_loop, name="ocpp-loop", daemon=True)
         self._run_task: Future[None] | None = None
         self.failed: Exception | None = None
+        self.events = MqttEvents(module)
+        self.generic: OcppGeneric | None = None
 
     @classmethod
     def attach(cls, module: Module) -> PyOCPP201:
@@ -197,6 +224,16 @@ class PyOCPP201:
         energy_sinks(module)  # raises ConfigError before anything starts
         bridge = cls(module)
         module.implement_command("auth_validator", "validate_token", bridge.validate_token)
+        for cmd in (
+            "stop",
+            "restart",
+            "security_event",
+            "get_variables",
+            "set_variables",
+            "change_availability",
+            "monitor_variables",
+        ):
+            module.implement_command(GENERIC, cmd, getattr(bridge, "generic_" + cmd))
         for index, evse in enumerate(module.connections("evse_manager")):
             for var in ("session_event", "powermeter", "ev_info", "ready", "enforced_limits"):
                 module.subscribe_variable(evse, var, bridge._handover(index, var))
@@ -322,6 +359,7 @@ class PyOCPP201:
                     duration_s=int(cfg["RequestCompositeScheduleDurationS"]),
                     unit=str(cfg["RequestCompositeScheduleUnit"]),
                 ),
+                events=self.events,
             )
             for evse, evse_id, connector_id, answered in described:
                 bridge.add_evse(evse_id, connector_id, MqttEvse(self.module, evse))
@@ -329,6 +367,7 @@ class PyOCPP201:
                     bridge.on_ready(evse_id)
             for evse_id, sink in energy_sinks(self.module).items():
                 bridge.smart.sinks[evse_id] = MqttLimits(self.module, sink)
+            self.generic = OcppGeneric(bridge)
             return bridge
 
         bridge = asyncio.run_coroutine_threadsafe(build(), self.loop).result()
@@ -363,6 +402,51 @@ class PyOCPP201:
             future.cancel()
             return {"authorization_status": "Timeout", "tariff_messages": []}
 
+    # ocpp_generic ----------------------------------------------------------------------
+
+    def _on_loop(self, work: Callable[[OcppGeneric], Any]) -> Any:
+        """Run ``work`` on the bridge's loop (awaiting it if it is a coroutine)."""
+        generic = self.generic
+        if generic is None:
+            raise NotReady("PyOCPP201 has not started yet (it starts at ready)")
+
+        async def go() -> Any:
+            result = work(generic)
+            return await result if asyncio.iscoroutine(result) else result
+
+        future = asyncio.run_coroutine_threadsafe(go(), self.loop)
+        try:
+            return future.result(timeout=GENERIC_CMD_TIMEOUT_S)
+        except FutureTimeout:
+            future.cancel()
+            raise HandlerException("the OCPP loop did not answer in time") from None
+
+    def generic_stop(self) -> bool:
+        return bool(self._on_loop(lambda g: g.stop()))
+
+    def generic_restart(self) -> bool:
+        return bool(self._on_loop(lambda g: g.restart()))
+
+    def generic_security_event(self, event: dict[str, Any]) -> None:
+        self._on_loop(lambda g: g.security_event(event))
+
+    def generic_get_variables(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._on_loop(lambda g: g.get_variables(requests))
+        return result
+
+    def generic_set_variables(
+        self, requests: list[dict[str, Any]], source: str
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._on_loop(lambda g: g.set_variables(requests, source))
+        return result
+
+    def generic_change_availability(self, request: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._on_loop(lambda g: g.change_availability(request))
+        return result
+
+    def generic_monitor_variables(self, component_variables: list[dict[str, Any]]) -> None:
+        self._on_loop(lambda g: g.monitor_variables(component_variables))
+
     def close(self) -> None:
         bridge = self.bridge
         if bridge is not None:
@@ -376,6 +460,7 @@ class PyOCPP201:
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self.loop.close()
+        self.events.close()
         if self.store is not None:
             self.store.close()
         if self.frame_file is not None:

@@ -50,3 +50,23 @@ class LimitsPort(ABC):
     @abstractmethod
     def set_external_limits(self, limits: dict[str, Any]) -> None:
         """set_external_limits with an EVerest ExternalLimits value."""
+
+
+class OcppEventsPort(ABC):
+    """Vars of the ``ocpp_generic`` implementation (EVerest's ``ocpp`` interface).
+
+    Unlike the other ports this one is called on the bridge's loop, so an implementation
+    must not block: it queues the value and publishes it elsewhere, in call order (an
+    is_connected false overtaken by an earlier true would leave listeners wrong).
+    """
+
+    @abstractmethod
+    def publish(self, var: str, value: Any) -> None:
+        """Publish one var of the ocpp interface."""
+
+
+class NoEvents(OcppEventsPort):
+    """For bridges nobody listens to (tests of other parts, tools)."""
+
+    def publish(self, var: str, value: Any) -> None:
+        pass

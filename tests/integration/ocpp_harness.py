@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from everkit.ocpp201.bridge import Bridge, Identity
 from everkit.ocpp201.connection import Endpoint
 from everkit.ocpp201.device_model import DeviceModel, EvseShape, StationShape
-from everkit.ocpp201.ports import EvsePort, LimitsPort, SystemPort, TokenPort
+from everkit.ocpp201.ports import EvsePort, LimitsPort, OcppEventsPort, SystemPort, TokenPort
 from everkit.ocpp201.store import Store
 from everkit.simulators.csms import DemoCsms
 
@@ -93,6 +93,31 @@ class FakeSystem(SystemPort):
         return True
 
 
+@dataclass
+class FakeEvents(OcppEventsPort):
+    """The ocpp_generic vars the bridge published, in order."""
+
+    calls: Calls = field(default_factory=Calls)
+
+    def publish(self, var: str, value: Any) -> None:
+        self.calls.add(var, value)
+
+    def of(self, var: str) -> list[Any]:
+        return [value for kind, value in self.calls.all if kind == var]
+
+    async def wait(
+        self, var: str, predicate: Callable[[Any], bool] = lambda _: True, timeout: float = WAIT_S
+    ) -> Any:
+        """The next publication of ``var`` that satisfies ``predicate`` (earlier ones are
+        passed over)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            kind, value = await self.calls.next(max(deadline - loop.time(), 0.01))
+            if kind == var and predicate(value):
+                return value
+
+
 def powermeter(energy_Wh: float, power_W: float = 0.0) -> dict[str, Any]:
     return {
         "timestamp": "2024-05-01T12:00:00.000Z",
@@ -161,6 +186,7 @@ class Rig:
     tokens: FakeTokens
     system: FakeSystem | None
     task: asyncio.Task[None]
+    events: FakeEvents = field(default_factory=FakeEvents)
 
     def feed(self, events: list[dict[str, Any]], evse_id: int = 1) -> None:
         for item in events:
@@ -191,6 +217,7 @@ def make_bridge(
     password: str = "",
     ca_file: str = "",
     system: bool = False,
+    events: OcppEventsPort | None = None,
 ) -> tuple[Bridge, Store, FakeEvse, FakeTokens, FakeSystem | None]:
     store = Store.open(folder / "ocpp.db")
     shape = StationShape(
@@ -210,7 +237,13 @@ def make_bridge(
     tokens = FakeTokens()
     fake_system = FakeSystem() if system else None
     bridge = Bridge(
-        endpoint, Identity("everkit", "test-dc"), store, model, tokens, system=fake_system
+        endpoint,
+        Identity("everkit", "test-dc"),
+        store,
+        model,
+        tokens,
+        system=fake_system,
+        events=events,
     )
     evse = FakeEvse()
     bridge.add_evse(1, 1, evse)
@@ -219,8 +252,9 @@ def make_bridge(
 
 @contextlib.asynccontextmanager
 async def running_bridge(folder: Path, csms: DemoCsms, **kwargs: Any) -> AsyncIterator[Rig]:
-    bridge, store, evse, tokens, system = make_bridge(folder, csms.url, **kwargs)
-    rig = Rig(bridge, store, evse, tokens, system, asyncio.create_task(bridge.run()))
+    events = FakeEvents()
+    bridge, store, evse, tokens, system = make_bridge(folder, csms.url, events=events, **kwargs)
+    rig = Rig(bridge, store, evse, tokens, system, asyncio.create_task(bridge.run()), events)
     try:
         yield rig
     finally:

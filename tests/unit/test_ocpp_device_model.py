@@ -856,3 +856,40 @@ def test_a_custom_model_rejects_duplicate_definitions() -> None:
     twice = VariableDef("X", "Y", "string", "ReadWrite", "")
     with pytest.raises(ValueError, match=r"X\.Y defined twice"):
         DeviceModel([twice, twice])
+
+
+# change listeners (ocpp_generic's monitor_variables builds on them)
+
+
+def test_listeners_see_every_change_with_its_source_and_no_non_change() -> None:
+    model, _ = build()
+    seen: list[Change] = []
+    model.on_change(seen.append)
+    model.set_variables(
+        [
+            {
+                "component": component("OCPPCommCtrlr"),
+                "variable": {"name": "HeartbeatInterval"},
+                "attribute_value": "61",
+            }
+        ],
+        source="display",
+    )
+    set_one(model, component("OCPPCommCtrlr"), "HeartbeatInterval", "62")
+    set_one(model, component("OCPPCommCtrlr"), "HeartbeatInterval", "62")  # unchanged
+    model.set_internal("OCPPCommCtrlr", "HeartbeatInterval", "63")
+    set_one(model, component("ChargingStation"), "VendorName", "x")  # rejected: read-only
+    assert [(c.new, c.source) for c in seen] == [
+        ("61", "display"),
+        ("62", "CSMS"),
+        ("63", "Station"),
+    ]
+
+
+def test_find_names_a_variable_only_if_the_model_has_it() -> None:
+    model, _ = build()
+    found = model.find(component("EVSE", evse=1), {"name": "AvailabilityState"})
+    assert found is not None
+    assert found.key == "EVSE[1].AvailabilityState"
+    assert model.find(component("EVSE", evse=9), {"name": "AvailabilityState"}) is None
+    assert model.find(component("OCPPCommCtrlr"), {"name": "Nope"}) is None
