@@ -49,6 +49,15 @@ def _setup_logging(tag: str, verbose: bool = False) -> None:
     )
 
 
+def _log_also_to(file: Path) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(file)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s [manager] %(name)s: %(message)s", "%H:%M:%S")
+    )
+    logging.getLogger().addHandler(handler)
+
+
 def run_module(name: str) -> None:
     """Run one module in this process; the EV_* environment says who and where."""
     _setup_logging(os.environ.get("EV_MODULE", name))
@@ -78,6 +87,8 @@ def cmd_module(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging("manager", args.verbose)
+    if args.log_dir:
+        _log_also_to(Path(args.log_dir) / "manager.log")
     root = Path(args.contract) if args.contract else contract_root()
     definitions = Definitions.from_dirs(root)
     manifests = ManifestStore([Path(d) for d in args.manifests] + [root / "manifests"])
@@ -119,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prefix=prefix,
         standalone=frozenset(args.standalone),
         trace=(lambda line: print(f"  bus | {line}", flush=True)) if args.trace else None,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
     )
     for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
         signal.signal(sig, lambda *_, n=name: manager.request_stop(f"{n} received"))
@@ -188,8 +200,14 @@ def _default_demo_config() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo  # noqa: PLC0415  # ocpp and websockets load only for these
 
-    _setup_logging("demo", args.verbose)
-    return run_demo(Path(args.config), Path(args.report), args.limit_W, args.trace)
+    return run_demo(
+        Path(args.config),
+        Path(args.report),
+        limit_W=args.limit_W,
+        trace=args.trace,
+        view=args.view,
+        verbose=args.verbose,
+    )
 
 
 # Commands with a parser of their own: everything after the name goes to their main(argv).
@@ -202,6 +220,10 @@ PASSTHROUGH = {
     "check": (
         "everkit.check",
         "check an EVerest bus (ours or C++) against the interface definitions",
+    ),
+    "watch": (
+        "everkit.dashboard.watch",
+        "the live dashboard of a running EVerest stack (per EVSE, errors, OCPP)",
     ),
     "composite-replay": (
         "everkit.ocpp201.replay",
@@ -248,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="module ids started elsewhere (e.g. one container each); awaited, not started",
     )
     run.add_argument("--trace", action="store_true", help="print every message on the bus")
+    run.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="write each module's output to DIR/<module id>.log and ours to DIR/manager.log",
+    )
     run.add_argument("--check", action="store_true", help="only validate the config, then exit")
     run.add_argument("--contract", metavar="DIR", help="folder with interfaces/ types/ errors/")
     run.add_argument(
@@ -282,9 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="a whole DC charging session with OCPP: SIL charger + demo CSMS",
-        description="Start the demo CSMS, point the config's PyOCPP201 at it (fresh store), "
-        "run the config until the car's script is done, and print the OCPP traffic. Frames "
-        "are recorded to REPORT/ocpp.jsonl.",
+        description="Start the demo CSMS and a private broker, point the config's PyOCPP201 "
+        "at the CSMS (fresh store), run the config until the car's script is done, and show "
+        "the session: a live dashboard on a terminal (per EVSE the phase, SoC, the car's "
+        "target, setpoint and reading, the enforced limit and its source; errors; OCPP), one "
+        "line per event otherwise. Writes REPORT/ocpp.jsonl (every OCPP frame), "
+        "REPORT/session.json and session.png, and REPORT/logs/<module id>.log.",
     )
     demo.add_argument("--config", default=str(_default_demo_config()), help="runtime config")
     demo.add_argument("--report", default="session-report", help="folder for the recordings")
@@ -294,7 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=30000,
         help="power of the TxProfile the CSMS sets when the transaction starts (W)",
     )
-    demo.add_argument("--trace", action="store_true", help="print every message on the bus")
+    demo.add_argument(
+        "--view",
+        choices=("auto", "live", "lines"),
+        default="auto",
+        help="live: the rich dashboard; lines: one line per event; auto: live on a terminal",
+    )
+    demo.add_argument(
+        "--trace", action="store_true", help="print every message on the bus (implies lines)"
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     demo.set_defaults(func=cmd_demo)
 

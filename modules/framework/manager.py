@@ -27,7 +27,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from .definitions import Definitions, contract_root, load_yaml
 from .errors import ConfigError, EverkitError, MessageParsingError
@@ -94,6 +95,8 @@ class Manager:
     trace: Callable[[str], None] | None = None
     command_for: Callable[[str], list[str]] = module_command
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: each module's stdout and stderr go to <log_dir>/<module id>.log (else: ours)
+    log_dir: Path | None = None
 
     def __post_init__(self) -> None:
         settings = self.config.settings
@@ -237,16 +240,25 @@ class Manager:
 
     def _launch(self, module_id: str, module_name: str) -> None:
         command = self.command_for(module_name)
+        log_file: IO[bytes] | None = None
         try:
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                log_file = (self.log_dir / f"{module_id}.log").open("ab")
             process = subprocess.Popen(
                 command,
                 env=self._environment(module_id),
+                stdout=log_file,
+                stderr=subprocess.STDOUT if log_file is not None else None,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
                 start_new_session=True,  # Ctrl-C reaches the manager, which stops us in order
             )
         except OSError as exc:
             self._post("failed", (module_id, f"cannot start {command[0]}: {exc}"))
             return
+        finally:
+            if log_file is not None:
+                log_file.close()  # the child has its own descriptor
         log.info("started module '%s' (%s) as pid %d", module_id, module_name, process.pid)
         child = _Child(module_id, module_name, process)
         self._children[module_id] = child
