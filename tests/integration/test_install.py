@@ -1,9 +1,9 @@
 """`everkit install --prefix P`: the layout EVerest's manager expects, and a module started
-the way EVerest starts Python modules (<dir>/.venv/bin/python3 <dir>/module.py + EV_*)."""
+the way EVerest starts Python modules (<dir>/.venv/bin/python3 <dir>/module.py + EV_*).
+A whole session through an installed module: tests/e2e/test_installed_module.py."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +17,7 @@ from everkit.framework.manager import Manager
 from everkit.framework.manifests import ManifestStore
 from everkit.framework.runtime_config import load_runtime_config
 from everkit.framework.transport import BrokerAddress
+from tests.e2e.test_installed_module import launch_like_everest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,19 +56,10 @@ def test_install_lays_out_modules_and_the_launcher_runs_under_everest_convention
     )
     manager = Manager(config, definitions, broker, prefix=prefix, standalone=frozenset({"supply"}))
     manager.start()
-    env = dict(os.environ)
-    env.update(
-        EV_MODULE="supply",
-        EV_PREFIX=str(install_prefix),
-        EV_LOG_CONF_FILE=str(contract_root() / "config" / "logging.ini"),
-        EV_MQTT_EVEREST_PREFIX=prefix,
-        EV_MQTT_EXTERNAL_PREFIX="",
-        EV_MQTT_BROKER_HOST=broker.host,
-        EV_MQTT_BROKER_PORT=str(broker.port),
-    )
-    process = subprocess.Popen([str(python), str(module_dir / "module.py")], env=env, cwd=tmp_path)
+    log = tmp_path / "supply.log"
+    process = launch_like_everest(install_prefix, "PyExampleSupply", "supply", broker, prefix, log)
     try:
-        assert manager.global_ready.wait(30), "the installed module never became ready"
+        assert manager.global_ready.wait(30), log.read_text()[-3000:]
     finally:
         process.terminate()
         # 0 after a clean stop; -SIGTERM if the signal beat serve_forever's handler
