@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench install clean
 
+# pip prints what it downloads and installs (the first run takes a minute or two)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "everkit needs Python >= 3.11")'
+	@echo "[1/3] creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/3] updating pip"
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo "[3/3] installing everkit and its development tools into $(VENV)"
+	$(BIN)/python -m pip install -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
