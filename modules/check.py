@@ -19,13 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import paho.mqtt.client as paho
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from .framework.conformance import DEFAULT_GRACE_S, Checker, Finding
 from .framework.definitions import ContractDirs, contract_root
-from .framework.errors import EverkitError, TransportError
+from .framework.errors import EverkitError
+from .framework.listener import BusListener
 from .framework.manifests import ManifestStore
 from .framework.transport import BrokerAddress
 from .framework.wire import normalise_prefix
@@ -83,37 +82,15 @@ class CheckRun:
             fallback=ContractDirs.under(root),
             grace_s=options.grace,
         )
-        self._inbox: queue.Queue[tuple[str, bytes, int, bool, float]] = queue.Queue()
+        self.listener = BusListener(options.broker, options.prefix)
         self._stop = threading.Event()
         self._fed = threading.Condition()
-        self._subscribed = threading.Event()
-        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_: self._subscribed.set()
-        self._client.on_message = self._on_message
-
-    # MQTT side (paho's thread)
-
-    def _on_connect(self, client: paho.Client, *_args: Any) -> None:
-        client.subscribe(f"{self.checker.prefix}#", qos=2)
-
-    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.qos, msg.retain, time.monotonic()))
 
     def connect(self) -> None:
-        address = self.options.broker
-        try:
-            self._client.connect(address.host, address.port)
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {address}: {exc}") from None
-        self._client.loop_start()
-        if not self._subscribed.wait(CONNECT_TIMEOUT_S):
-            self.close()
-            raise TransportError(f"no SUBACK from {address} within {CONNECT_TIMEOUT_S:g} s")
+        self.listener.connect(CONNECT_TIMEOUT_S)
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.listener.close()
 
     # checking side (the caller's thread)
 
@@ -134,7 +111,7 @@ class CheckRun:
             if self.options.duration is not None and now - started >= self.options.duration:
                 break
             try:
-                item = self._inbox.get(timeout=0.1)
+                item = self.listener.inbox.get(timeout=0.1)
             except queue.Empty:
                 item = None
             with self._fed:
@@ -154,7 +131,7 @@ class CheckRun:
         with self._fed:
             while True:
                 try:
-                    self.checker.feed(*self._inbox.get_nowait())
+                    self.checker.feed(*self.listener.inbox.get_nowait())
                 except queue.Empty:
                     break
             self.checker.expire(time.monotonic())

@@ -26,9 +26,10 @@ import yaml
 
 from .cli import main as everkit_main
 from .dashboard.board import Board, Layout
-from .dashboard.watch import BusFeed, Dashboard, choose_live
+from .dashboard.watch import Dashboard, choose_live
 from .framework.broker import PrivateBroker, start_private_broker
 from .framework.errors import EverkitError
+from .framework.listener import BusListener
 from .report import write_report
 
 OCPP_MODULE = "PyOCPP201"
@@ -189,7 +190,7 @@ def run_demo(
         with steps.step("starting the MQTT broker"):
             broker = start_private_broker()
         print(f"  demo | CSMS on {url}, {broker.kind} on {broker.address}, logs in {logs}/")
-        feed = BusFeed(broker.address, PREFIX)
+        feed = BusListener(broker.address, PREFIX, qos=0)
         feed.connect()
         board = Board(Layout.from_config(config), PREFIX, started=time.monotonic())
         dashboard = Dashboard(board, feed, f"everkit demo · {config_path.name}", live=live)

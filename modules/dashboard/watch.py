@@ -1,6 +1,6 @@
 """``everkit watch``: the live dashboard of a running EVerest stack (ours or C++).
 
-A paho client subscribed to ``<prefix>#`` hands every message to a queue; one thread feeds
+A ``BusListener`` subscribed to ``<prefix>#`` queues every message; one thread feeds
 the ``Board`` from it and redraws. The same pieces run inside ``everkit demo``.
 """
 
@@ -13,66 +13,32 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import paho.mqtt.client as paho
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-from ..framework.errors import EverkitError, TransportError
-from ..framework.transport import BrokerAddress, MqttCredentials
-from ..framework.wire import normalise_prefix
+from ..framework.errors import EverkitError
+from ..framework.listener import BusListener
+from ..framework.transport import BrokerAddress
 from .board import Board, Layout
 
-CONNECT_TIMEOUT_S = 10.0
 REFRESH_S = 0.25
 
 
-class BusFeed:
-    """Every message under a prefix, queued for the thread that owns the board."""
-
-    def __init__(self, broker: BrokerAddress, prefix: str) -> None:
-        self.broker, self.prefix = broker, normalise_prefix(prefix)
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._subscribed = threading.Event()
-        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-        credentials = MqttCredentials.from_environ()
-        if credentials is not None:
-            self._client.username_pw_set(credentials.username, credentials.password)
-        self._client.on_connect = lambda client, *_: client.subscribe(f"{self.prefix}#", qos=0)
-        self._client.on_subscribe = lambda *_: self._subscribed.set()
-        self._client.on_message = self._on_message
-
-    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self.inbox.put((msg.topic, bytes(msg.payload)))
-
-    def connect(self) -> None:
+def drain_into(
+    listener: BusListener, board: Board, now: Callable[[], float], wait_s: float
+) -> None:
+    """Feed the board what arrived (waiting up to ``wait_s`` for the first message)."""
+    try:
+        heard = listener.inbox.get(timeout=wait_s)
+    except queue.Empty:
+        return
+    while True:
+        board.feed(heard.topic, heard.payload, now())
         try:
-            self._client.connect(self.broker.host, self.broker.port)
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {self.broker}: {exc}") from None
-        self._client.loop_start()
-        if not self._subscribed.wait(CONNECT_TIMEOUT_S):
-            self.close()
-            raise TransportError(f"no SUBACK from {self.broker} within {CONNECT_TIMEOUT_S:g} s")
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def drain_into(self, board: Board, now: Callable[[], float], wait_s: float) -> None:
-        """Feed what arrived (waiting up to ``wait_s`` for the first message)."""
-        try:
-            topic, payload = self.inbox.get(timeout=wait_s)
+            heard = listener.inbox.get_nowait()
         except queue.Empty:
             return
-        board.feed(topic, payload, now())
-        while True:
-            try:
-                topic, payload = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            board.feed(topic, payload, now())
 
 
 class Dashboard:
@@ -81,7 +47,7 @@ class Dashboard:
     def __init__(
         self,
         board: Board,
-        feed: BusFeed,
+        feed: BusListener,
         title: str,
         *,
         live: bool,
@@ -117,7 +83,7 @@ class Dashboard:
 
     def _step(self) -> None:
         with self.lock:
-            self.feed.drain_into(self.board, self._clock, 0)
+            drain_into(self.feed, self.board, self._clock, 0)
         self._stop.wait(REFRESH_S)
 
     def _run_live(self) -> None:
@@ -133,7 +99,7 @@ class Dashboard:
                 with self.lock:
                     live.update(render(self.board, self._clock(), self.title))
             with self.lock:  # the last picture stays on the screen
-                self.feed.drain_into(self.board, self._clock, 0)
+                drain_into(self.feed, self.board, self._clock, 0)
                 live.update(render(self.board, self._clock(), self.title), refresh=True)
 
     def _run_lines(self) -> None:
@@ -148,7 +114,7 @@ class Dashboard:
             with self.lock:
                 view.update(self.board, self._clock())
         with self.lock:
-            self.feed.drain_into(self.board, self._clock, 0)
+            drain_into(self.feed, self.board, self._clock, 0)
             view.update(self.board, self._clock())
 
 
@@ -211,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = BrokerAddress.parse(args.broker)
         live = choose_live(args.view, sys.stdout)
         layout = layout_of(args.config)
-        feed = BusFeed(broker, args.prefix)
+        feed = BusListener(broker, args.prefix, qos=0)
         feed.connect()
     except (ValueError, EverkitError) as exc:
         print(f"everkit watch: {exc}", file=sys.stderr)
