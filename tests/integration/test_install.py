@@ -5,8 +5,6 @@ A whole session through an installed module: tests/e2e/test_installed_module.py.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from everkit.framework.manager import Manager
 from everkit.framework.manifests import ManifestStore
 from everkit.framework.runtime_config import load_runtime_config
 from everkit.framework.transport import BrokerAddress
-from tests.e2e.test_installed_module import launch_like_everest
+from tests.e2e.test_installed_module import install, launch_like_everest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,15 +25,9 @@ def test_install_lays_out_modules_and_the_launcher_runs_under_everest_convention
     tmp_path: Path, broker: BrokerAddress, prefix: str
 ) -> None:
     install_prefix = tmp_path / "everest"
-    done = subprocess.run(
-        [sys.executable, "-m", "everkit", "install", "--prefix", str(install_prefix)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    printed = install(install_prefix)
     module_dir = install_prefix / "libexec" / "everest" / "modules" / "PyExampleSupply"
-    assert "installed PyExampleSupply" in done.stdout
+    assert "installed PyExampleSupply" in printed
     assert (
         yaml.safe_load((module_dir / "manifest.yaml").read_text())["provides"]["main"]["interface"]
         == "power_supply_DC"

@@ -234,19 +234,22 @@ def test_the_live_view_shows_state_phases_values_limit_source_errors_and_ocpp() 
     console = Console(record=True, width=120, force_terminal=False)
     console.print(render(bus.board, bus.now, "everkit demo"))
     text = console.export_text()
-    assert "EVSE evse_manager  charging" in text
-    assert "✓ cable check" in text
-    assert "● charging" in text
-    assert "○ finished" in text
-    assert "30.2 %" in text
-    assert "371.2 V" in text
-    assert "120.0 A" in text
-    assert "368.1 V" in text
-    assert "30.0 kW from CSO" in text
-    assert "then 15.0 kW at 10:00:15" in text
-    assert "0.144 kWh" in text
-    assert "evse_board_support/MREC2GroundFailure" in text
-    assert "TransactionEvent Updated MeterValuePeriodic seq 7" in text
+    for shown in (
+        "EVSE evse_manager  charging",
+        "✓ cable check",
+        "● charging",
+        "○ finished",
+        "30.2 %",
+        "371.2 V",
+        "120.0 A",
+        "368.1 V",
+        "30.0 kW from CSO",
+        "then 15.0 kW at 10:00:15",
+        "0.144 kWh",
+        "evse_board_support/MREC2GroundFailure",
+        "TransactionEvent Updated MeterValuePeriodic seq 7",
+    ):
+        assert shown in text, shown
 
 
 def test_the_line_view_prints_each_event_once_and_a_status_line_at_its_interval() -> None:
