@@ -10,6 +10,9 @@ COPY . /tmp/everkit
 RUN pip install --no-cache-dir /tmp/everkit && rm -rf /tmp/everkit
 
 USER everkit
+# what `everkit run` sets for its modules: bounded glibc arenas keep RSS flat under big
+# payloads (docs/reliability.md)
+ENV MALLOC_ARENA_MAX=2
 WORKDIR /home/everkit
 ENTRYPOINT ["everkit"]
 CMD ["modules"]

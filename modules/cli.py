@@ -9,9 +9,10 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .framework.broker import PrivateBroker, start_private_broker
@@ -19,6 +20,7 @@ from .framework.definitions import Definitions, contract_root, load_yaml
 from .framework.errors import EverkitError
 from .framework.manager import Manager, check_contract
 from .framework.manifests import ManifestStore
+from .framework.restart import RestartPolicy
 from .framework.runtime_config import load_runtime_config
 from .framework.transport import BrokerAddress
 
@@ -100,6 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except EverkitError as exc:
         print(f"everkit run: invalid config, nothing started:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        restart = _restart_policy(args, config.modules, frozenset(args.standalone))
+    except ValueError as exc:
+        print(f"everkit run: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         count = len(config.modules)
         print(f"{args.config}: valid ({count} module{'s' * (count != 1)})")
@@ -131,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         standalone=frozenset(args.standalone),
         trace=(lambda line: print(f"  bus | {line}", flush=True)) if args.trace else None,
         log_dir=Path(args.log_dir) if args.log_dir else None,
+        restart=restart,
     )
     for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
         signal.signal(sig, lambda *_, n=name: manager.request_stop(f"{n} received"))
@@ -148,6 +156,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     log.info("everkit run finished: %s", outcome.reason)
     return outcome.status
+
+
+def _restart_policy(
+    args: argparse.Namespace, modules: Mapping[str, Any], standalone: frozenset[str]
+) -> RestartPolicy | None:
+    if not args.restart and not args.restart_all:
+        return None
+    ids = {part for item in args.restart for part in item.split(",") if part}
+    unknown = sorted(ids - set(modules))
+    if unknown:
+        raise ValueError(f"--restart names modules not in the config: {', '.join(unknown)}")
+    elsewhere = sorted(ids & standalone) + sorted(
+        i for i in ids if getattr(modules[i], "standalone", False)
+    )
+    if elsewhere:
+        raise ValueError(f"--restart names standalone modules: {', '.join(elsewhere)}")
+    return RestartPolicy(
+        None if args.restart_all else frozenset(ids),
+        limit=args.restart_limit,
+        window_s=args.restart_window,
+        delay_s=args.restart_delay,
+    )
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -252,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate CONFIG and its manifests (nothing starts if anything is wrong), "
         "start a private Mosquitto on a free loopback port (or use --broker), publish the "
         "definitions, start each module as its own process, send GlobalReady once all are "
-        "ready, and stop everything when one module exits or on Ctrl-C.",
+        "ready, and stop everything when one module exits (or restart it: --restart) or on "
+        "Ctrl-C.",
     )
     run.add_argument("config", help="EVerest runtime config (YAML), e.g. config/example.yaml")
     run.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker")
@@ -270,6 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="module ids started elsewhere (e.g. one container each); awaited, not started",
     )
     run.add_argument("--trace", action="store_true", help="print every message on the bus")
+    run.add_argument(
+        "--restart",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="restart these modules (ids, also comma-separated) when they fail instead of "
+        "stopping all (EVerest's behaviour, the default)",
+    )
+    run.add_argument("--restart-all", action="store_true", help="restart any module that fails")
+    run.add_argument(
+        "--restart-limit",
+        type=int,
+        default=3,
+        metavar="N",
+        help="at most N restarts of one module within --restart-window, then stop all (default 3)",
+    )
+    run.add_argument(
+        "--restart-window",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="the window of --restart-limit in seconds (default 60)",
+    )
+    run.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="back-off before the first restart, doubled for each further one within the "
+        "window (default 1 s)",
+    )
     run.add_argument(
         "--log-dir",
         metavar="DIR",

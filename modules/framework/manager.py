@@ -12,6 +12,11 @@ What it does, in the C++ manager's order (protocol reference sections 7 and 10):
 A module exiting with status 0 ends the run with status 0 (the demo relies on this); any
 other exit, or a module that cannot start, ends it with status 1, as in EVerest, so that a
 service manager restarts the stack.
+
+Opt-in (``restart``, ``everkit run --restart``): a module that fails is started again
+after a back-off, at most a few times in a window (restart.py); the definitions are
+published again for it and GlobalReady is re-sent once it is ready, which the modules
+already running ignore (EVerest's modules do the same with a repeated GlobalReady).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +38,7 @@ from typing import IO, Any
 
 from .definitions import Definitions, contract_root, load_yaml
 from .errors import ConfigError, EverkitError, MessageParsingError
+from .restart import GiveUp, RestartPolicy
 from .runtime_config import (
     RuntimeConfig,
     error_response,
@@ -97,6 +104,9 @@ class Manager:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     #: each module's stdout and stderr go to <log_dir>/<module id>.log (else: ours)
     log_dir: Path | None = None
+    #: None: one module exiting stops all (EVerest); else failed modules are restarted
+    restart: RestartPolicy | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         settings = self.config.settings
@@ -110,7 +120,10 @@ class Manager:
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()
         self._waiter: MainThreadWaiter | None = None
+        self._timers: list[threading.Timer] = []
         self.global_ready = threading.Event()
+        #: (module id, pid) of every start, restarts included, in order
+        self.starts: list[tuple[str, int]] = []
 
     # start-up
 
@@ -213,7 +226,8 @@ class Manager:
         if not waiting:
             self.clear_definitions()
             self._transport.publish(self.topics.global_ready, ready_payload(MsgType.GLOBAL_READY))
-            log.info("all %d modules ready: GlobalReady sent", len(self._ready))
+            again = " again for the restarted module" if self.global_ready.is_set() else ""
+            log.info("all %d modules ready: GlobalReady sent%s", len(self._ready), again)
             self.global_ready.set()
 
     # processes
@@ -227,6 +241,9 @@ class Manager:
             "EV_PREFIX": str(settings.get("prefix") or sys.prefix),
             "EV_LOG_CONF_FILE": str(LOG_CONFIG),
             "EV_MQTT_EXTERNAL_PREFIX": str(settings.get("mqtt_external_prefix", "")),
+            # glibc gives each thread that frees a big payload an arena of its own and keeps
+            # it: with the default, RSS ratchets up under large hostile payloads (tests/fuzz)
+            "MALLOC_ARENA_MAX": "2",
         }
         for key, value in defaults.items():
             env.setdefault(key, value)
@@ -262,8 +279,9 @@ class Manager:
         log.info("started module '%s' (%s) as pid %d", module_id, module_name, process.pid)
         child = _Child(module_id, module_name, process)
         self._children[module_id] = child
+        self.starts.append((module_id, process.pid))
         threading.Thread(
-            target=lambda: self._post("exit", (module_id, process.wait())),
+            target=lambda: self._post("exit", (module_id, process.pid, process.wait())),
             name=f"wait-{module_id}",
             daemon=True,
         ).start()
@@ -293,27 +311,75 @@ class Manager:
         return self._events.get()
 
     def supervise(self) -> Outcome:
-        """Block until a module exits or a stop is requested; then stop everything."""
-        kind, detail = self._wait_for_event()
-        if kind == "exit":
-            module_id, status = detail
-            child = self._children[module_id]
-            outcome = Outcome(
-                f"module '{module_id}' ({child.module_name}, pid {child.process.pid}) "
-                f"exited with status {status}",
-                0 if status == 0 else 1,
-            )
-        elif kind == "failed":
-            module_id, message = detail
-            outcome = Outcome(f"module '{module_id}' could not start: {message}", 1)
-        else:
-            outcome = Outcome(str(detail), 0)
+        """Block until a module exits (and is not restarted) or a stop is requested; then
+        stop everything."""
+        while True:
+            kind, detail = self._wait_for_event()
+            if kind == "restart":
+                self._relaunch(detail)
+                continue
+            if kind == "exit":
+                module_id, pid, status = detail
+                child = self._children[module_id]
+                if child.process.pid != pid:
+                    continue  # an old process of a module restarted since
+                reason = (
+                    f"module '{module_id}' ({child.module_name}, pid {pid}) {_how_it_ended(status)}"
+                )
+                if status != 0 and self._restart_later(module_id, reason):
+                    continue
+                outcome = Outcome(reason, 0 if status == 0 else 1)
+            elif kind == "failed":
+                module_id, message = detail
+                outcome = Outcome(f"module '{module_id}' could not start: {message}", 1)
+            elif kind == "give-up":
+                outcome = Outcome(str(detail), 1)
+            else:
+                outcome = Outcome(str(detail), 0)
+            break
         log.info("stopping all modules: %s", outcome.reason)
         self.shutdown()
         return outcome
 
+    def _restart_later(self, module_id: str, reason: str) -> bool:
+        """Apply the restart policy to a failed module; False: stop all."""
+        if self.restart is None:
+            return False
+        decision = self.restart.on_failure(module_id, self.clock())
+        if decision is None:
+            return False
+        if isinstance(decision, GiveUp):
+            self._post("give-up", f"{reason}; {decision.reason}")
+            return True
+        policy = self.restart
+        log.warning(
+            "%s; restarting it in %g s (restart %d of at most %d within %g s)",
+            reason,
+            decision.delay_s,
+            decision.count,
+            policy.limit,
+            policy.window_s,
+        )
+        timer = threading.Timer(decision.delay_s, self._post, ("restart", module_id))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+        return True
+
+    def _relaunch(self, module_id: str) -> None:
+        """Start ``module_id`` again as at boot: its GetConfig is answered as ever, the
+        retained definitions are published again for it (they were cleared at GlobalReady)
+        and GlobalReady is re-sent when it is ready, else its ready() would never run."""
+        with self._lock:
+            self._ready[module_id] = False
+        if self._transport.connected:
+            self.publish_definitions()
+        self._launch(module_id, self._children[module_id].module_name)
+
     def shutdown(self) -> None:
         """SIGTERM every module, SIGKILL what is still there after a grace period."""
+        for timer in self._timers:
+            timer.cancel()
         running = [c for c in self._children.values() if c.process.poll() is None]
         for child in running:
             child.process.terminate()
@@ -327,6 +393,16 @@ class Manager:
         if self._retained and self._transport.connected:
             self.clear_definitions()
         self._transport.close()
+
+
+def _how_it_ended(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"was killed by {name} (exit status {status})"
+    return f"exited with status {status}"
 
 
 def check_contract(config: RuntimeConfig, definitions: Definitions) -> None:

@@ -165,6 +165,62 @@ def test_module_user_cannot_publish_on_other_modules_cmds_or_errors(
         logout(watcher)
 
 
+def test_acl_a_module_cannot_command_another_module_nor_raise_its_errors(
+    secured_broker: SecuredBroker,
+) -> None:
+    """deploy/mosquitto/acl, as the targets see it: each target is logged in as its own
+    module user and subscribed as that module is. `car` and `ocpp` are not connected to
+    the PSU: their setMode and setExportVoltageCurrent never reach `psu`; neither can
+    forge the PSU's CommunicationFault or the board's emergency stop that `evse_manager`
+    acts on. The same topics from the users entitled to them do arrive."""
+    address = secured_broker.address
+    users = ("psu", "evse_manager", "car", "ocpp", "hardware")
+    clients: dict[str, RawClient] = {}
+    try:
+        for user in users:
+            clients[user], code = login(address, user, secured_broker.password(user))
+            assert code == 0, user
+        psu_cmds = "everest/modules/psu/impl/main/cmd/#"
+        clients["psu"].subscribe(psu_cmds)  # what PyInfyPowerDC serves
+        for topic in (  # what PyEvseManager follows
+            "everest/modules/psu/impl/main/error/#",
+            "everest/modules/hardware/impl/board_support/error/#",
+        ):
+            clients["evse_manager"].subscribe(topic)
+        cmd = "everest/modules/psu/impl/main/cmd/"
+        psu_error = "everest/modules/psu/impl/main/error/power_supply_DC/CommunicationFault"
+        board_errors = "everest/modules/hardware/impl/board_support/error/"
+        estop = board_errors + "evse_board_support/MREC8EmergencyStop"
+        forged = [
+            ("car", cmd + "setMode", b'{"msg_type":"Cmd","data":{"forged":"car"}}'),
+            ("ocpp", cmd + "setExportVoltageCurrent", b'{"msg_type":"Cmd","data":{"forged":1}}'),
+            ("car", psu_error, b'{"msg_type":"RaiseError","data":{"forged":"car"}}'),
+            ("ocpp", estop, b'{"msg_type":"RaiseError","data":{"forged":"ocpp"}}'),
+        ]
+        for user, topic, payload in forged:
+            # QoS 2 completes only once the broker has handled (here: dropped) the message
+            clients[user].publish(topic, payload)
+        # the entitled publishers, after: per subscriber the broker delivers in the order
+        # it routed, so anything forged would have arrived before these
+        controls = [
+            ("hardware", cmd + "setMode", "psu"),
+            ("psu", psu_error, "evse_manager"),
+            ("hardware", estop, "evse_manager"),
+        ]
+        for user, topic, _target in controls:
+            clients[user].publish(topic, b'{"msg_type":"Cmd","data":{"control":true}}')
+        for _user, topic, target in controls:
+            clients[target].on_topic(topic)
+        received = [
+            m.payload for target in ("psu", "evse_manager") for m in clients[target].messages
+        ]
+        assert not [p for p in received if b"forged" in p], received
+        assert len(received) == len(controls)
+    finally:
+        for client in clients.values():
+            logout(client)
+
+
 # the whole topology
 
 

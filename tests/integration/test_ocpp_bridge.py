@@ -316,3 +316,57 @@ def test_a_significant_rate_change_during_a_transaction_is_reported_K11(tmp_path
             assert payload_of(changed["frame"])["eventType"] == "Updated"
 
     run(scenario())
+
+
+def _log_count(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+def test_A00_FR_202_203_profile_1_basic_auth_on_every_connection_wrong_password_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OCPP 2.0.1 Part 2, A00.FR.202/203 (security profile 1): the station authenticates
+    with HTTP Basic (user = its identity, password = BasicAuthPassword) on every connection
+    request. A refused password (HTTP 401) lets no OCPP frame through, and the station keeps
+    retrying with its credentials, never without them; the right one is accepted, and
+    again on the reconnect after the CSMS drops the connection."""
+
+    async def scenario() -> None:
+        async with DemoCsms(basic_auth={STATION: PASSWORD}) as csms:
+            wrong = {"security_profile": 1, "password": "not-the-password-at-all"}
+            async with running_bridge(tmp_path / "a", csms, **wrong) as rig:
+                await until(lambda: _log_count(caplog, "HTTP 401") >= 2)
+                assert rig.bridge.counters.connects == 0
+                assert csms.frames == []
+            right = {"security_profile": 1, "password": PASSWORD}
+            async with running_bridge(tmp_path / "b", csms, **right):
+                await csms.wait_for("BootNotification", timeout=WAIT_S)
+                await csms.kick(STATION, abort=True)
+                await until(lambda: len(csms.messages("BootNotification")) == 2)
+
+    with caplog.at_level(logging.WARNING, logger="PyOCPP201"):
+        run(scenario())
+
+
+def test_A00_FR_308_profile_2_untrusted_csms_certificate_refused_nothing_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OCPP 2.0.1 Part 2, A00.FR.308 (security profile 2): the station verifies the
+    certification path of the CSMS's certificate. Signed by a CA it does not trust, the TLS
+    handshake fails before any HTTP request, so neither the Basic-auth password nor an OCPP
+    frame leaves the station, however often it retries; with the CA in ca_file it boots."""
+    pki = make_test_pki(tmp_path / "pki")
+
+    async def scenario() -> None:
+        async with DemoCsms(basic_auth={STATION: PASSWORD}, ssl_context=pki.server_context) as csms:
+            untrusted = {"security_profile": 2, "password": PASSWORD}
+            async with running_bridge(tmp_path / "a", csms, **untrusted) as rig:
+                await until(lambda: _log_count(caplog, "CERTIFICATE_VERIFY_FAILED") >= 2)
+                assert rig.bridge.counters.connects == 0
+                assert csms.frames == []
+            trusted = {**untrusted, "ca_file": str(pki.ca_file)}
+            async with running_bridge(tmp_path / "b", csms, **trusted):
+                await csms.wait_for("BootNotification", timeout=WAIT_S)
+
+    with caplog.at_level(logging.WARNING, logger="PyOCPP201"):
+        run(scenario())
