@@ -33,9 +33,10 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from .. import wallclock
 from ..framework import EverkitError, Module
 from .tree import Limits, ManagerSettings, Request, enforced_limits, has_priority
 
@@ -46,7 +47,7 @@ SEND_TIMEOUT_S = 5.0
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return wallclock.utc_now()  # datetime.now(UTC), steppable by tests
 
 
 def manager_settings(cfg: dict[str, Any]) -> ManagerSettings:

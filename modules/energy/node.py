@@ -35,9 +35,10 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from .. import wallclock
 from ..framework import HandlerException, Module
 from .tree import DEFAULT_PHASES, EnergyNodeCore, NodeConfig, Request
 
@@ -52,7 +53,7 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return wallclock.utc_now()  # datetime.now(UTC), steppable by tests
 
 
 def node_config(module_id: str, cfg: dict[str, Any]) -> NodeConfig:

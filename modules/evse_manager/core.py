@@ -181,6 +181,7 @@ class ChargerCore:
         self._lapse_reported = False
         self._next_ev_info = 0.0
         self._decreased_from: tuple[float, float] | None = None
+        self._acknowledged_A: float | None = None  # the current of the last setpoint the PSU took
         self._published_limits: dict[str, Any] | None = None
         self._published_ev_info: dict[str, Any] | None = None
         self._disable_wanted = True  # until the adapter enables us after GlobalReady
@@ -282,7 +283,12 @@ class ChargerCore:
         self.supply.measured_at = now
         effects: list[Effect] = []
         if self.session is not None:  # also during welding detection, as EvseV2G reports it
-            present = {"evse_present_voltage": max(voltage, 0.0), "evse_present_current": current}
+            # measurement noise (a slightly negative current) and a broken reading must still
+            # fit ISO 15118's ranges, or the car gets no present values at all
+            present = {
+                "evse_present_voltage": _within(voltage, ISO_MAX_VOLTAGE_V),
+                "evse_present_current": _within(current, ISO_MAX_CURRENT_A),
+            }
             effects.append(
                 Call("hlc", "update_dc_present_values", {"present_voltage_current": present})
             )
@@ -778,6 +784,7 @@ class ChargerCore:
             return []
         self.supply.mode = "Off"
         self.supply.setpoint = None
+        self._acknowledged_A = None
         self._export_key = None
         return [psu_mode("Off", phase)]
 
@@ -896,10 +903,14 @@ class ChargerCore:
         power = min(self._allowed_power_W(now), float(caps["max_export_power_W"]))
         voltage = max(self.supply.voltage_V, self.ev.target_voltage_V, 1.0)
         current = min(power / voltage, float(caps["max_export_current_A"]))
+        # ISO 15118 cannot express more (DcEvseMaximumLimits); a supply that claims more, or
+        # a negative figure, must not make every limits update fail validation
         limits = {
-            "evse_maximum_current_limit": round(current, 3),
-            "evse_maximum_power_limit": round(power, 1),
-            "evse_maximum_voltage_limit": float(caps["max_export_voltage_V"]),
+            "evse_maximum_current_limit": round(_within(current, ISO_MAX_CURRENT_A), 3),
+            "evse_maximum_power_limit": round(_within(power, ISO_MAX_POWER_W), 1),
+            "evse_maximum_voltage_limit": _within(
+                float(caps["max_export_voltage_V"]), ISO_MAX_VOLTAGE_V
+            ),
         }
         effects: list[Effect] = [
             Call("hlc", "update_dc_maximum_limits", {"maximum_limits": limits})
@@ -1008,11 +1019,25 @@ class ChargerCore:
                 self._implausible_since = None
         return effects
 
+    def setpoint_delivered(self, current_A: float, now: float) -> list[Effect]:
+        """The PSU took a setpoint (its setExportVoltageCurrent returned). Until then it still
+        runs at the last one it took: a call can wait long in the effect queue, e.g. while
+        the broker is away, and the PSU cannot follow a decrease it has not received."""
+        if self.supply.setpoint is None:
+            return []  # a late answer after the output went off; the next session starts over
+        if self._acknowledged_A is not None and current_A < self._acknowledged_A:
+            self._decreased_from = (self._acknowledged_A, now)
+        self._acknowledged_A = current_A
+        return []
+
     def _overcurrent_reference(self, now: float) -> float:
         """The setpoint the output may still be at: after a decrease the old one, until a
-        reading taken after the change can have come back (measurements lag up to ~0.5 s)."""
+        reading taken after the change can have come back (measurements lag up to ~0.5 s);
+        and never less than the last setpoint the PSU acknowledged."""
         assert self.supply.setpoint is not None
         current = self.supply.setpoint[1]
+        if self._acknowledged_A is not None:
+            current = max(current, self._acknowledged_A)
         if self._decreased_from is not None:
             previous, at = self._decreased_from
             if now - at < OVERCURRENT_GRACE_S:
@@ -1091,3 +1116,12 @@ _HLC_HANDLERS: dict[str, Callable[[ChargerCore, Any, float], list[Effect]]] = {
     "dlink_error": ChargerCore._dlink_terminate,
     "dlink_pause": ChargerCore._dlink_terminate,
 }
+
+
+ISO_MAX_CURRENT_A = 10_000.0
+ISO_MAX_POWER_W = 1_000_000.0
+ISO_MAX_VOLTAGE_V = 1_500.0
+
+
+def _within(value: float, high: float) -> float:
+    return min(max(value, 0.0), high)

@@ -21,7 +21,7 @@ from ..framework.effects import ClearError, RaiseError
 from ..framework.error_model import rfc3339_ms
 from .config import ChargerConfig
 from .core import _HLC_HANDLERS, ChargerCore
-from .effects import Call, Effect, Publish, SessionEvent
+from .effects import Call, Effect, Publish, SessionEvent, allow_power_on, psu_mode
 
 log = logging.getLogger("PyEvseManager")
 
@@ -69,6 +69,8 @@ class EffectWorker:
 
     module: Module
     connector_id: int
+    #: called with the current of each setExportVoltageCurrent the PSU took
+    on_setpoint_taken: Callable[[float], None] = lambda _current: None
     _queue: queue.Queue[Effect | None] = field(default_factory=queue.Queue)
     _ready: threading.Event = field(default_factory=threading.Event)
 
@@ -129,6 +131,9 @@ class EffectWorker:
             self.module.call_command(call.requirement, call.cmd, call.args or None, timeout=timeout)
         except CommandError as exc:
             log.warning("%s.%s failed: %s", call.requirement, call.cmd, exc)
+            return
+        if call.cmd == "setExportVoltageCurrent":
+            self.on_setpoint_taken(float(call.args["current"]))
 
 
 class PyEvseManager:
@@ -143,7 +148,11 @@ class PyEvseManager:
             timestamp=wall_clock,
             energy_uuid=module.info.id,
         )
-        self.effects = EffectWorker(module, int(cfg["connector_id"]))
+        self.effects = EffectWorker(
+            module,
+            int(cfg["connector_id"]),
+            lambda current: self.feed(self.core.setpoint_delivered, current),
+        )
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._bind_commands()
@@ -274,6 +283,9 @@ class PyEvseManager:
     def on_ready(self) -> None:
         self.effects.ready()
         self.module.publish_variable("evse", "ready", True)
+        # a restarted EvseManager (everkit run --restart) cannot know what its killed
+        # predecessor left on: the supply may still export into closed relays
+        self.effects.submit([psu_mode("Off", "Other"), allow_power_on(False, "PowerOff")])
         self.feed(self.core.enable, True)
         threading.Thread(target=self._tick, name="evse-tick", daemon=True).start()
 

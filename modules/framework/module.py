@@ -570,6 +570,11 @@ class Module:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def broker_connected(self) -> bool:
+        """False while the MQTT link is down (the transport is reconnecting)."""
+        return self._transport.connected
+
     def serve_forever(self) -> None:
         """Block until SIGTERM or SIGINT (or ``stop()``), then disconnect cleanly."""
         if threading.current_thread() is threading.main_thread():

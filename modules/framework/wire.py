@@ -147,6 +147,8 @@ def decode(payload: bytes) -> Envelope:
         body = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MessageParsingError(f"payload is not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than Python's parser goes (a few hundred levels)
+        raise MessageParsingError("payload is not JSON: nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise MessageParsingError("payload is not a JSON object")
     msg_type = body.get("msg_type")

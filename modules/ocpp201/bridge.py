@@ -25,7 +25,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ocpp.charge_point import camel_to_snake_case
@@ -33,6 +33,8 @@ from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from .. import wallclock
+from .clock_step import ClockStep
 from .connection import BackOff, Endpoint, open_connection
 from .connector_status import ConnectorStatus
 from .device_model import DeviceModel
@@ -56,7 +58,7 @@ HELD_SECURITY_EVENTS = 100  # offline SecurityEventNotifications kept; beyond, t
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return wallclock.utc_now()  # datetime.now(UTC), steppable by tests
 
 
 @dataclass
@@ -153,6 +155,7 @@ class Bridge:
         # when the transaction they started begins
         self.remote_profiles: dict[int, dict[str, Any]] = {}
         self._smart: SmartCharging | None = None
+        self._clock_step = ClockStep()
 
     # setup ---------------------------------------------------------------------------
 
@@ -591,15 +594,32 @@ class Bridge:
     async def _tick_forever(self) -> None:
         """Periodic meter values, each at its own deadline: a shared coarse tick would send
         every EVSE's sample in one burst and make the session events behind it wait."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._until_next_deadline())
             now = self.clock()
+            step = self._clock_step.observe(now, loop.time())
+            if step is not None:
+                self._clock_stepped(step)
             for evse in self.evses.values():
                 produced = evse.tx.tick(now, offline=not self.online)
                 for payload in produced:
                     self.emit_transaction_event(payload)
                 if produced:
                     self._save_tx(evse)
+
+    def _clock_stepped(self, step: timedelta) -> None:
+        """Timers keep their intervals; schedules are evaluated for the new time at once."""
+        log.warning(
+            "wall clock stepped by %+.1f s: sample timers moved with it, composite "
+            "schedules pushed again for the new time",
+            step.total_seconds(),
+        )
+        for evse in self.evses.values():
+            if evse.tx.active:
+                evse.tx.clock_stepped(step)
+                self._save_tx(evse)
+        self.smart.changed()
 
     def _until_next_deadline(self) -> float:
         """Seconds to the earliest sample due; at most TICK_S, so that settings changes

@@ -319,6 +319,20 @@ class EvseTransactions:
         """When ``tick`` has work to do next (the next periodic sample), if ever."""
         return self._tx.next_sample if self._tx else None
 
+    def clock_stepped(self, step: timedelta) -> None:
+        """The wall clock jumped by ``step`` (NTP): the transaction started as long ago as
+        before, so its start (the anchor of Relative profiles) and the sample grid move
+        with the clock. Without this a step back would hold the next sample for as long as
+        the step, and a step forward would send one at once."""
+        tx = self._tx
+        if tx is None:
+            return
+        tx.started_at += step
+        if tx.next_sample is not None:
+            tx.next_sample += step
+        if tx.last_sample is not None:
+            tx.last_sample += step
+
     # inputs that produce no message by themselves
 
     def on_powermeter(self, reading: Mapping[str, Any]) -> None:

@@ -201,6 +201,8 @@ class DriverCore:
         match decoded.payload:
             case Output(voltage, current, False):
                 module.voltage_V, module.current_A, module.measured_at = voltage, current, now
+            case Limits() as limits if limits.min_voltage_V > limits.max_voltage_V:
+                self.ignored["implausible-limits"] += 1  # no module says this: a bad frame
             case Limits() as limits:
                 module.limits = limits
             case Available() as available:

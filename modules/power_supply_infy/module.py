@@ -14,6 +14,8 @@ import can
 
 from ..framework import ConfigError, HandlerException, Module
 from ..framework.effects import ClearError, RaiseError
+from ..framework.error_model import Severity
+from .controller_watch import CONTROLLER_LOST, CONTROLLER_SUB_TYPE, Action, ControllerWatch
 from .core import DriverConfig, DriverCore, Effect, Publish, SetpointRefused
 from .runner import DriverRunner
 from .simulator import CanSimulator, Load, ModuleStack, SimulatedModule
@@ -21,6 +23,7 @@ from .status import bit_named
 
 log = logging.getLogger("PyInfyPowerDC")
 IMPL = "main"
+WATCH_PERIOD_S = 0.5  # how often the MQTT link to the controller is looked at
 
 
 def parse_addresses(text: str) -> tuple[int, ...]:
@@ -58,6 +61,7 @@ class EffectsToBus:
         self.module = module
         self.errors = module.error_factory(IMPL)
         self._held: list[Effect] = []
+        self._while_away: dict[str, Publish] = {}
         self._ready = False
         self._lock = threading.Lock()
 
@@ -66,7 +70,24 @@ class EffectsToBus:
             if not self._ready:
                 self._held.append(effect)
                 return
+            if isinstance(effect, Publish) and not self.module.broker_connected:
+                # a var is the latest state: readings queued through a broker outage would
+                # reach EvseManager as a burst of stale values; keep the newest of each
+                self._while_away[effect.var] = effect
+                return
+            away, self._while_away = self._while_away, {}
+        for held in away.values():
+            self._apply(held)
         self._apply(effect)
+
+    def flush(self) -> None:
+        """Once the broker is back: the newest value of each var held while it was away."""
+        if not self.module.broker_connected:
+            return
+        with self._lock:
+            away, self._while_away = self._while_away, {}
+        for effect in away.values():
+            self._apply(effect)
 
     def ready(self) -> None:
         with self._lock:
@@ -101,11 +122,15 @@ class InfyPowerSupply:
         runner: DriverRunner,
         config: DriverConfig,
         on_phase: Callable[[str, str], None] | None = None,
+        sink: Callable[[Effect], None] | None = None,
     ) -> None:
         self.runner = runner
         self.core = runner.core
         self.config = config
         self.on_phase = on_phase
+        self.sink = sink or (lambda _effect: None)
+        self.watch = ControllerWatch()
+        self._watch_lock = threading.Lock()
         module.implement_command(IMPL, "setMode", self.set_mode)
         module.implement_command(IMPL, "setExportVoltageCurrent", self.set_export)
         module.implement_command(IMPL, "setImportVoltageCurrent", self.set_import)
@@ -120,6 +145,7 @@ class InfyPowerSupply:
         if self.on_phase is not None:
             self.on_phase(mode, phase)
         self._run(self.core.set_mode, mode, phase)
+        self._heard(mode)
         if mode != "Export":
             # guideline 3: return once the current is safe, never later than the bound
             limit = self.config.off_timeout_s + self.config.poll_interval_s
@@ -133,8 +159,39 @@ class InfyPowerSupply:
                     self.config.safe_off_current_A,
                 )
 
+    def check_controller(self, connected: bool) -> None:
+        """Called periodically with the MQTT link state; see controller_watch.py."""
+        with self._watch_lock:
+            exporting = self.core.desired_mode == "Export"
+            action = self.watch.update(connected, exporting, time.monotonic())
+        if action is Action.SWITCH_OFF:
+            log.error(
+                "no MQTT link to the controller for %g s: switching the output off",
+                self.watch.off_after_s,
+            )
+            if self.on_phase is not None:
+                self.on_phase("Off", self.core.desired_phase)
+            self._run(self.core.set_mode, "Off", self.core.desired_phase)
+        self._carry_out(action)
+
+    def _heard(self, mode: str | None) -> None:
+        with self._watch_lock:
+            action = self.watch.command(mode)
+        self._carry_out(action)
+
+    def _carry_out(self, action: Action | None) -> None:
+        if action is Action.RAISE:
+            message = (
+                f"no MQTT link to the controller for {self.watch.off_after_s:g} s: "
+                "the output was switched off"
+            )
+            self.sink(RaiseError(CONTROLLER_LOST, CONTROLLER_SUB_TYPE, message, Severity.HIGH))
+        elif action is Action.CLEAR:
+            self.sink(ClearError(CONTROLLER_LOST, CONTROLLER_SUB_TYPE))
+
     def set_export(self, voltage: float, current: float) -> None:
         self._run(self.core.set_export, voltage, current)
+        self._heard(None)
 
     def set_import(self, voltage: float, current: float) -> None:
         self._run(self.core.set_import, voltage, current)
@@ -246,6 +303,12 @@ def _scheduled_faults(
             log.warning("simulator: modules answer again")
 
 
+def _watch_controller(module: Module, supply: InfyPowerSupply, sink: EffectsToBus) -> None:
+    while not module.stopped.wait(WATCH_PERIOD_S):  # a periodic check, not a test wait
+        supply.check_controller(module.broker_connected)
+        sink.flush()
+
+
 @dataclass
 class PyInfyPowerDC:
     """Everything one driver instance owns."""
@@ -288,10 +351,16 @@ class PyInfyPowerDC:
             ) from None
         sink = EffectsToBus(module)
         runner = DriverRunner(DriverCore(config), bus, sink)
-        InfyPowerSupply(
-            module, runner, config, _follow_phase(simulator, cfg) if simulator else None
+        supply = InfyPowerSupply(
+            module, runner, config, _follow_phase(simulator, cfg) if simulator else None, sink
         )
         runner.start()
+        threading.Thread(
+            target=_watch_controller,
+            args=(module, supply, sink),
+            name="infy-mqtt-watch",
+            daemon=True,
+        ).start()
         recorder = CanRecorder.open(cfg) if cfg["can_log_file"] else None
         return cls(module, runner, bus, sink, simulator, recorder=recorder)
 

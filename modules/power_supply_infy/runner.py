@@ -105,7 +105,12 @@ class DriverRunner:
                 log.warning("CAN receive failed: %s", exc)
                 self._stopping.wait(0.1)
                 continue
-            if message is None or message.is_error_frame or message.is_remote_frame:
+            if message is None:
+                continue
+            if message.is_error_frame or message.is_remote_frame:
+                with self._changed:  # counted like every other frame the driver ignores
+                    kind = "error-frame" if message.is_error_frame else "remote-frame"
+                    self.core.ignored[kind] += 1
                 continue
             with self._changed:
                 self._carry_out(
