@@ -47,6 +47,22 @@ RESISTANCE_FAULT = "evse_manager/MREC22ResistanceFault"
 OVER_VOLTAGE = "evse_manager/MREC5OverVoltage"
 OVER_CURRENT = "evse_manager/MREC4OverCurrentFailure"
 PLAUSIBILITY = "evse_manager/VoltagePlausibilityFault"
+#: authorization/AuthorizationStatus values other than Accepted (what a car may be told)
+REFUSALS = frozenset(
+    {
+        "Blocked",
+        "ConcurrentTx",
+        "Expired",
+        "Invalid",
+        "NoCredit",
+        "NotAllowedTypeEVSE",
+        "NotAtThisLocation",
+        "NotAtThisTime",
+        "Unknown",
+        "PinRequired",
+        "Timeout",
+    }
+)
 SESSION_ERRORS = (CABLE_CHECK_FAULT, RESISTANCE_FAULT, OVER_VOLTAGE, OVER_CURRENT, PLAUSIBILITY)
 
 #: Errors that never stop charging (EVerest's ignore list, ErrorHandling.cpp).
@@ -199,12 +215,18 @@ class ChargerCore:
                 self.session.stop_reason = self.session.stop_reason or "Local"
         return effects + self._settle(now)
 
-    def authorize(self, token: dict[str, Any], accepted: bool, now: float) -> list[Effect]:
+    def authorize(
+        self, token: dict[str, Any], accepted: bool, now: float, refused_as: str = "Invalid"
+    ) -> list[Effect]:
+        """``refused_as``: the validator's AuthorizationStatus, which the car is told."""
         session = self.session
         if session is None or self.state != State.WAITING_FOR_AUTHENTICATION:
             return []
         if not accepted:
-            return [Call("hlc", "authorization_response", _auth("Rejected"))]
+            # ISO15118_charger takes the same AuthorizationStatus enum as the validation
+            # result: pass the reason on, never a status the interface does not know
+            status = refused_as if refused_as in REFUSALS else "Invalid"
+            return [Call("hlc", "authorization_response", _auth(status))]
         session.authorized = True
         session.token = token
         return self._settle(now)

@@ -176,6 +176,7 @@ class PyEvseManager:
                 core.authorize,
                 provided_token,
                 validation_result.get("authorization_status") == "Accepted",
+                refused_as=str(validation_result.get("authorization_status")),
             ),
         )
         m.implement_command(

@@ -22,36 +22,8 @@ from everkit.framework.transport import BrokerAddress
 from tests.conftest import Captured
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"imd_selftest_duration_ms": 500, "imd_interval_ms": 250}
 EVERKIT_RUN = (sys.executable, "-m", "everkit", "run")
 WAIT_S = 40.0  # generous: two cores shared with other test runs
-
-
-def sil_config(
-    tmp_path: Path,
-    prefix: str,
-    csms_url: str,
-    *,
-    script: str,
-    car: dict[str, Any] | None = None,
-    hardware: dict[str, Any] | None = None,
-    psu: dict[str, Any] | None = None,
-    ocpp: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """config/sil-dc.yaml with this test's CAN channel, CSMS, store and knobs."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    modules = config["active_modules"]
-    modules["car"]["config_module"].update(
-        {"auto_exec_commands": script, "dc_target_current": 20, **(car or {})}
-    )
-    modules["hardware"]["config_module"] = {**FAST, **(hardware or {})}
-    modules["psu"]["config_implementation"]["main"].update(
-        {"can_channel": f"sil-{prefix.strip('/')}", **(psu or {})}
-    )
-    modules["ocpp"]["config_module"].update(
-        {"csms_url": csms_url, "CoreDatabasePath": str(tmp_path / "ocpp"), **(ocpp or {})}
-    )
-    return config
 
 
 class Stack:

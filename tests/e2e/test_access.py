@@ -21,7 +21,8 @@ import yaml
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import RawClient
 from tests.e2e.conftest import start_csms
-from tests.e2e.test_sil_dc import FAST, ROOT, SCRIPT, session_events
+from tests.e2e.sil import ROOT, SCRIPT, sil_config
+from tests.e2e.test_sil_dc import session_events
 
 pytestmark = pytest.mark.integration
 STATION = "everkit-sil-1"
@@ -43,22 +44,15 @@ def test_a_session_with_secrets_logs_neither_and_keeps_the_ocpp_store_private(
     tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient
 ) -> None:
     with start_csms(tmp_path, "--password", f"{STATION}:{OCPP_SECRET}") as csms:
-        config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-        active = config["active_modules"]
-        active["car"]["config_module"].update(
-            {"auto_exec_commands": SCRIPT.format(charge_s=3), "dc_target_current": 20}
-        )
-        active["hardware"]["config_module"] = dict(FAST)
-        active["psu"]["config_implementation"]["main"]["can_channel"] = f"acc-{prefix[:-1]}"
         store = tmp_path / "private" / "ocpp"
-        active["ocpp"]["config_module"].update(
-            {
-                "csms_url": csms.url,
-                "CoreDatabasePath": str(store),
-                "station_id": STATION,
-                "security_profile": 1,
-                "basic_auth_password": OCPP_SECRET,
-            }
+        secured = {
+            "CoreDatabasePath": str(store),
+            "station_id": STATION,
+            "security_profile": 1,
+            "basic_auth_password": OCPP_SECRET,
+        }
+        config = sil_config(
+            tmp_path, prefix, csms.url, script=SCRIPT.format(charge_s=3), ocpp=secured
         )
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from everkit.framework.broker import PrivateBroker, find_mosquitto, free_port, wait_listening
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import WAIT_S, RawClient
+from tests.e2e.sil import SCRIPT as SESSION_SCRIPT
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +35,7 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 SERVICES: dict[str, Any] = COMPOSE["services"]
 IN_COMPOSE_BROKER = "mosquitto:1883"
 SESSION_S = 90.0
-SCRIPT = (
-    "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
-    "iso_dc_power_on;iso_wait_for_stop 3;iso_wait_v2g_session_stopped;sleep 1;unplug;sleep 2"
-)
+SCRIPT = SESSION_SCRIPT.format(charge_s=3)
 
 
 @dataclass

@@ -21,20 +21,19 @@ import yaml
 
 from everkit.framework.transport import BrokerAddress
 from tests.e2e.conftest import start_csms
-from tests.e2e.test_sil_dc import FAST, SCRIPT, run_session
+from tests.e2e.sil import ROOT, SCRIPT, sil_config
+from tests.e2e.test_sil_dc import run_session
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
 def short_demo_config(folder: Path) -> Path:
     """config/sil-dc.yaml with a 6 s charge and fast hardware, on a CAN channel of its own."""
-    config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    modules = config["active_modules"]
-    modules["car"]["config_module"]["auto_exec_commands"] = SCRIPT.format(charge_s=6)
-    modules["hardware"]["config_module"] = dict(FAST)
-    modules["psu"]["config_implementation"]["main"]["can_channel"] = f"demo-{os.getpid()}"
+    # `everkit demo` points PyOCPP201 at its own CSMS and store
+    six_seconds = SCRIPT.format(charge_s=6)
+    config = sil_config(folder, f"demo-{os.getpid()}", "ws://set-by-the-demo", script=six_seconds)
+    config["active_modules"]["car"]["config_module"]["dc_target_current"] = 120  # the config's
     path = folder / "sil-dc.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -28,7 +28,8 @@ from everkit.power_supply_infy.controller_watch import CONTROLLER_LOSS_OFF_S
 from everkit.wallclock import OFFSET_FILE_ENV
 from tests.conftest import Captured
 from tests.e2e.conftest import start_csms
-from tests.e2e.faults import Recorder, Stack, envelope, is_error, is_session_event, sil_config
+from tests.e2e.faults import Recorder, Stack, envelope, is_error, is_session_event
+from tests.e2e.sil import SCRIPT, sil_config
 
 pytestmark = pytest.mark.integration
 CONTROLLER = 0xF0
@@ -39,11 +40,6 @@ TIMEOUT_WORDS = ("no result for", "not taken", "did not answer", "Shutdown:")
 LONG_OUTAGE_S = CONTROLLER_LOSS_OFF_S + 4.0
 SHORT_OUTAGE_S = 2.0  # a broker restart by its service manager
 SAFE_V = 60.0  # IEC 61851-23: below this the output counts as de-energized
-SCRIPT = (
-    "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
-    "iso_dc_power_on;iso_wait_for_stop {charge_s};iso_wait_v2g_session_stopped;"
-    "sleep 1;unplug;sleep 2"
-)
 # the car charges until the test has seen what it waits for; the test then stops the stack
 LONG_CHARGE = SCRIPT.format(charge_s=60)
 

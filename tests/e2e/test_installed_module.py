@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import yaml
 
 from everkit.framework.definitions import contract_root
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import RawClient
 from tests.e2e.conftest import CsmsProcess
+from tests.e2e.sil import SCRIPT, sil_config
 from tests.e2e.test_sil_dc import (
-    FAST,
-    SCRIPT,
     SESSION,
     assert_reported_over_ocpp,
     payloads,
@@ -129,17 +127,7 @@ def launch_like_everest(
 
 def sil_dc(tmp_path: Path, prefix: str, csms: CsmsProcess) -> dict[str, Any]:
     """config/sil-dc.yaml adapted as test_sil_dc's run_session adapts it."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    modules = config["active_modules"]
-    modules["car"]["config_module"].update(
-        {"auto_exec_commands": SCRIPT.format(charge_s=6), "dc_target_current": 20}
-    )
-    modules["hardware"]["config_module"] = dict(FAST)
-    modules["psu"]["config_implementation"]["main"]["can_channel"] = f"sil-{prefix.strip('/')}"
-    modules["ocpp"]["config_module"].update(
-        {"csms_url": csms.url, "CoreDatabasePath": str(tmp_path / "ocpp")}
-    )
-    return config
+    return sil_config(tmp_path, prefix, csms.url, script=SCRIPT.format(charge_s=6))
 
 
 def ready_topic(prefix: str, module_id: str) -> str:

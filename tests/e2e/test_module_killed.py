@@ -36,7 +36,8 @@ from everkit.power_supply_infy.simulator import CanSimulator, ModuleStack, Simul
 from tests.conftest import RawClient
 from tests.e2e.can_hub import CanHub
 from tests.e2e.conftest import CsmsProcess
-from tests.e2e.test_sil_dc import FAST, ROOT, SCRIPT, session_events
+from tests.e2e.sil import ROOT, SCRIPT, sil_config
+from tests.e2e.test_sil_dc import session_events
 
 pytestmark = pytest.mark.integration
 ADDRESSES = (1, 2)
@@ -164,20 +165,14 @@ def sil_stack(
     recorder.client.message_callback_add(
         f"{prefix}modules/psu/impl/main/cmd/setMode", _follow_phase(recorder, prefix, simulator)
     )
-    config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    active = config["active_modules"]
-    active["car"]["config_module"].update(
-        {"auto_exec_commands": SCRIPT.format(charge_s=charge_s), "dc_target_current": 20}
-    )
-    active["hardware"]["config_module"] = dict(FAST)
-    active["psu"]["config_implementation"]["main"] = {
+    hub_bus = {
         "can_interface": "socketcand",
         "can_channel": "can0",
         "module_addresses": ",".join(map(str, ADDRESSES)),
         "simulate_modules": False,
     }
-    active["ocpp"]["config_module"].update(
-        {"csms_url": csms.url, "CoreDatabasePath": str(tmp_path / "ocpp")}
+    config = sil_config(
+        tmp_path, prefix, csms.url, script=SCRIPT.format(charge_s=charge_s), psu=hub_bus
     )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

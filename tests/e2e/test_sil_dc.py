@@ -11,22 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import Captured, RawClient
 from tests.e2e.conftest import CsmsProcess
+from tests.e2e.sil import SCRIPT, sil_config
 from tests.runner import run_config
 from tests.wire_rules import violations
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-FAST = {"imd_selftest_duration_ms": 500, "imd_interval_ms": 250}
-SCRIPT = (
-    "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
-    "iso_dc_power_on;iso_wait_for_stop {charge_s};iso_wait_v2g_session_stopped;"
-    "sleep 1;unplug;sleep 2"
-)
 SESSION = [
     "SessionStarted",
     "AuthRequired",
@@ -54,17 +47,8 @@ def run_session(
     hardware: dict[str, Any] | None = None,
     psu: dict[str, Any] | None = None,
 ) -> str:
-    config = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    modules = config["active_modules"]
-    modules["car"]["config_module"].update(
-        {"auto_exec_commands": script, "dc_target_current": 20, **(car or {})}
-    )
-    modules["hardware"]["config_module"] = {**FAST, **(hardware or {})}
-    modules["psu"]["config_implementation"]["main"].update(
-        {"can_channel": f"sil-{prefix.strip('/')}", **(psu or {})}
-    )
-    modules["ocpp"]["config_module"].update(
-        {"csms_url": csms.url, "CoreDatabasePath": str(tmp_path / "ocpp")}
+    config = sil_config(
+        tmp_path, prefix, csms.url, script=script, car=car, hardware=hardware, psu=psu
     )
     _status, output = run_config(config, tmp_path, broker, prefix)
     return output

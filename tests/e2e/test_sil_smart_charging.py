@@ -17,15 +17,13 @@ from everkit.framework.transport import BrokerAddress
 from everkit.ocpp201.timestamps import parse_wire_timestamp
 from everkit.power_supply_infy.bus_log import read_bus_states
 from tests.e2e.conftest import CsmsProcess, start_csms
+from tests.e2e.sil import SCRIPT as SESSION_SCRIPT
 from tests.runner import run_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 STEP_S = 12  # the profile lowers 12 s after the transaction starts and raises after 24 s
-SCRIPT = (
-    "sleep 0.5;plugin;iso_wait_slac_matched;iso_start_v2g_session DC;iso_wait_pwr_ready;"
-    "iso_dc_power_on;iso_wait_for_stop 28;iso_wait_v2g_session_stopped;sleep 1;unplug;sleep 2"
-)
+SCRIPT = SESSION_SCRIPT.format(charge_s=28)
 SETTLE_S = 3.0  # energy manager round + ramp (25 A/s) before a new limit must hold
 
 

@@ -22,6 +22,7 @@ import yaml
 from everkit.framework.transport import BrokerAddress
 from tests.conftest import Captured, RawClient, _raw_client
 from tests.e2e.conftest import start_csms
+from tests.e2e.sil import sil_config
 from tests.fuzz.inputs import ORIGIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,16 +30,10 @@ STARTED = re.compile(r"started module '([^']+)' \(([^)]+)\) as pid (\d+)")
 WAIT_S = 60.0  # generous: two cores shared with other test runs
 
 
-def sil_config(tmp_path: Path, prefix: str, csms_url: str) -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load((ROOT / "config" / "sil-dc.yaml").read_text())
-    modules = config["active_modules"]
+def fuzz_config(tmp_path: Path, prefix: str, csms_url: str) -> dict[str, Any]:
     # the car stays plugged out and never ends the run: only the fuzzer drives the stack
-    modules["car"]["config_module"].update({"auto_exec": False, "exit_when_done": False})
-    modules["psu"]["config_implementation"]["main"]["can_channel"] = f"fuzz-{prefix.strip('/')}"
-    modules["ocpp"]["config_module"].update(
-        {"csms_url": csms_url, "CoreDatabasePath": str(tmp_path / "ocpp")}
-    )
-    return config
+    idle = {"auto_exec": False, "exit_when_done": False}
+    return sil_config(tmp_path, f"fuzz-{prefix}", csms_url, car=idle)
 
 
 def rss_kb(pid: int) -> int:
@@ -140,7 +135,7 @@ def _result_of(message: Captured) -> dict[str, Any] | None:
 @contextmanager
 def sil_stack(broker: BrokerAddress, prefix: str, tmp_path: Path) -> Iterator[Stack]:
     with start_csms(tmp_path) as csms:
-        config = sil_config(tmp_path, prefix, csms.url)
+        config = fuzz_config(tmp_path, prefix, csms.url)
         path = tmp_path / "sil-fuzz.yaml"
         path.write_text(yaml.safe_dump(config))
         log_dir = tmp_path / "logs"

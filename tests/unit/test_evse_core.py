@@ -65,6 +65,27 @@ def test_a_full_dc_session_publishes_everest_session_events_in_order() -> None:
     assert finished.details["transaction_finished"]["reason"] == "EVDisconnected"
 
 
+@pytest.mark.parametrize(("status", "told"), [("Blocked", "Blocked"), ("Rejected", "Invalid")])
+def test_a_refused_token_tells_the_car_a_status_the_iso15118_interface_knows(
+    status: str, told: str
+) -> None:
+    """ISO15118_charger.authorization_response takes authorization/AuthorizationStatus:
+    the validator's reason is passed on, anything else (found by tests/fuzz) as Invalid."""
+    world = started_world()
+    world.cp("B")
+    world.run(1.0)
+    token = {"id_token": {"value": "T", "type": "Central"}}
+    world.feed(world.core.authorize(token, False, world.now, refused_as=status))
+    (call,) = world.calls("hlc", "authorization_response")
+    assert call.args == {
+        "authorization_status": told,
+        "certificate_status": "NoCertificateAvailable",
+    }
+    iso = ValidatorCache(Definitions.from_dirs())["ISO15118_charger"]
+    iso.check_args("authorization_response", call.args)
+    assert world.core.state == State.WAITING_FOR_AUTHENTICATION
+
+
 def test_cable_check_follows_everest_steps() -> None:
     """Wait < 60 V, close relays in C, test voltage at 2 A, IMD self-test, measure, ramp
     down, then report (reference 1.6 step 5)."""
