@@ -30,6 +30,7 @@ from tests.conftest import Captured
 from tests.e2e.conftest import start_csms
 from tests.e2e.faults import Recorder, Stack, envelope, is_error, is_session_event
 from tests.e2e.sil import SCRIPT, sil_config
+from tests.e2e.test_sil_dc import assert_ended_safe
 
 pytestmark = pytest.mark.integration
 CONTROLLER = 0xF0
@@ -72,21 +73,6 @@ def is_supply_current_above(message: Captured, amperes: float) -> bool:
         and bool(message.payload)
         and envelope(message)["data"]["data"]["current_A"] > amperes
     )
-
-
-def assert_ended_safe(messages: list[Captured]) -> None:
-    """Off before every relay opening; the output off and the relays open at the end."""
-    mode, relays = "Off", False
-    for message, data in data_of(messages, ""):
-        if envelope(message)["msg_type"] != "Cmd":
-            continue
-        if message.topic.endswith("/main/cmd/setMode"):
-            mode = data["args"]["mode"]
-        elif message.topic.endswith("/impl/board_support/cmd/allow_power_on"):
-            relays = data["args"]["value"]["allow_power_on"]
-            assert relays or mode != "Export", "relays opened while exporting"
-    assert mode != "Export", "the session ended with the PSU exporting"
-    assert not relays, "the session ended with the relays allowed"
 
 
 def can_frames(log_file: Path) -> list[can.Message]:

@@ -74,17 +74,17 @@ def raised(recorder: RawClient) -> list[tuple[str, str]]:
     ]
 
 
-def assert_ended_safe(recorder: RawClient) -> None:
+def assert_ended_safe(messages: list[Captured]) -> None:
     """The output is off and the relays open at the end; Off always came first."""
-    mode = "Off"
-    relays = False
-    for message, data in payloads(recorder, ""):
-        if json.loads(message.payload)["msg_type"] != "Cmd":
+    mode, relays = "Off", False
+    for message in messages:
+        body = json.loads(message.payload) if message.payload else {}
+        if body.get("msg_type") != "Cmd":
             continue
         if message.topic.endswith("/main/cmd/setMode"):
-            mode = data["args"]["mode"]
+            mode = body["data"]["args"]["mode"]
         elif message.topic.endswith("/impl/board_support/cmd/allow_power_on"):
-            relays = data["args"]["value"]["allow_power_on"]
+            relays = body["data"]["args"]["value"]["allow_power_on"]
             assert relays or mode != "Export", "relays opened while exporting"
     assert mode != "Export", "the session ended with the PSU exporting"
     assert not relays, "the session ended with the relays allowed"
@@ -154,7 +154,7 @@ def test_a_full_dc_session_from_plug_in_to_unplug(
     meter = payloads(recorder, "hardware/impl/powermeter/var/powermeter")[-1][1]["data"]
     assert integral_Wh > 5.0
     assert meter["energy_Wh_import"]["total"] == pytest.approx(integral_Wh, rel=0.15)
-    assert_ended_safe(recorder)
+    assert_ended_safe(recorder.messages)
     assert raised(recorder) == []
     assert_reported_over_ocpp(csms, meter_Wh=meter["energy_Wh_import"]["total"])
     for message in recorder.messages:
@@ -185,7 +185,7 @@ def test_an_isolation_fault_fails_the_cable_check_safely(
         d["args"] for _, d in payloads(recorder, "car/impl/charger/cmd/cable_check_finished")
     ]
     assert results == [{"status": False}]
-    assert_ended_safe(recorder)
+    assert_ended_safe(recorder.messages)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_a_fault_during_charging_stops_safely_with_the_right_errors(
     found = raised(recorder)
     assert error in found
     assert ("evse_manager/Inoperative", "") in found
-    assert_ended_safe(recorder)
+    assert_ended_safe(recorder.messages)
     # the CSMS learns of it: the connector is Faulted while Inoperative is active
     statuses = [s["connectorStatus"] for s in csms.calls("StatusNotification")]
     assert "Faulted" in statuses, statuses
@@ -240,7 +240,7 @@ def test_the_car_stops_at_its_target_soc(
     assert session_events(recorder) == ["Enabled", *SESSION]
     status = [d["data"] for _, d in payloads(recorder, "charger/var/dc_ev_status")]
     assert status[-1]["dc_ev_ress_soc"] >= 98
-    assert_ended_safe(recorder)
+    assert_ended_safe(recorder.messages)
 
 
 def test_unplugging_during_charging_switches_off_before_the_relays_open(
@@ -261,4 +261,4 @@ def test_unplugging_during_charging_switches_off_before_the_relays_open(
     ]
     finished = payloads(recorder, "evse/var/session_event")[-2][1]["data"]
     assert finished["transaction_finished"]["reason"] == "EVDisconnected"
-    assert_ended_safe(recorder)
+    assert_ended_safe(recorder.messages)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from everkit.power_supply_infy import codec
 from everkit.power_supply_infy.codec import Command, Device, FrameId
-from tests.fuzz.conftest import examples
+from tests.fuzz.conftest import DERANDOMIZE, examples
 from tests.integration import test_infy_driver as infy
 from tests.integration.test_infy_driver import PsuStack, export
 
@@ -109,6 +109,7 @@ def test_random_frames_are_counted_and_the_setpoint_survives(
         max_examples=examples(100),
         deadline=None,
         database=None,
+        derandomize=DERANDOMIZE,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     @given(st.lists(frames(), min_size=1, max_size=50))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from everkit.framework.broker import PrivateBroker
 from everkit.framework.errors import MessageParsingError, SchemaValidationError
 from everkit.framework.wire import decode
-from tests.fuzz.conftest import SCALE, examples
+from tests.fuzz.conftest import DERANDOMIZE, SCALE, examples
 from tests.fuzz.inputs import (
     MB,
     ORIGIN,
@@ -68,6 +68,7 @@ def fuzz_settings(max_examples: int) -> settings:
         max_examples=examples(max_examples),
         deadline=None,
         database=None,
+        derandomize=DERANDOMIZE,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
 

@@ -28,7 +28,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from everkit.ocpp201.rpc import classify
 from everkit.ocpp201.station import HANDLED
-from tests.fuzz.conftest import examples
+from tests.fuzz.conftest import DERANDOMIZE, examples
 from tests.fuzz.inputs import JSON_ANY, deep, mutated
 from tests.integration.ocpp_harness import make_bridge
 from tests.strategies import from_schema
@@ -280,6 +280,7 @@ def _call(data: st.DataObject) -> tuple[str, str]:
     max_examples=examples(200),
     deadline=None,
     database=None,
+    derandomize=DERANDOMIZE,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
