@@ -23,24 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .definitions import ContractDirs, Definitions
+from .error_model import REQUIRED_KEYS
 from .errors import ContractError, EverkitError, SchemaValidationError
 from .validation import InterfaceValidators, ValidatorCache
 from .wire import ERROR_MSG_KEY, ERROR_TYPE_KEY, MSG_TYPES, normalise_prefix
 
-ERROR_KEYS = frozenset(
-    {
-        "type",
-        "description",
-        "message",
-        "origin",
-        "severity",
-        "timestamp",
-        "uuid",
-        "state",
-        "sub_type",
-        "vendor_id",
-    }
-)
+ERROR_KEYS = frozenset(REQUIRED_KEYS)  # what a C++ peer needs to parse an error
 COMMAND_ERROR_TYPES = frozenset(
     {
         "MessageParsingError",

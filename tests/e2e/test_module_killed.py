@@ -262,16 +262,29 @@ def test_psu_driver_killed_and_restarted_switches_the_modules_off_at_once(
 # EvseManager
 
 
-def test_evse_manager_killed_stop_all_the_psu_driver_switches_off_on_sigterm(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
+@pytest.mark.parametrize(
+    "module_id",
+    [
+        # the PSU driver, SIGTERMed by the manager's stop-all, switches the modules off
+        pytest.param("evse_manager", id="evse_manager"),
+        pytest.param("ocpp", id="ocpp"),
+    ],
+)
+def test_a_controller_side_module_killed_stop_all_ends_with_the_output_off(
+    module_id: str,
+    tmp_path: Path,
+    broker: BrokerAddress,
+    prefix: str,
+    recorder: RawClient,
+    csms: CsmsProcess,
 ) -> None:
     with sil_stack(tmp_path, broker, prefix, csms, recorder) as stack:
-        killed = kill_while_exporting(stack, recorder, prefix, "evse_manager")
+        killed = kill_while_exporting(stack, recorder, prefix, module_id)
         assert stack.wait_exit() == 1
         off = stack.wait_off(WAIT_S)
         assert stack.watchdog_fired() == dict.fromkeys(ADDRESSES, False)
         assert stack.switched_off_for_good(killed)
-        report("evse_manager killed, stop all: output off after the kill", off - killed)
+        report(f"{module_id} killed, stop all: output off after the kill", off - killed)
 
 
 def test_evse_manager_killed_and_restarted_switches_the_psu_off_when_ready(
@@ -303,18 +316,6 @@ def test_evse_manager_killed_and_restarted_switches_the_psu_off_when_ready(
 
 
 # the OCPP bridge
-
-
-def test_ocpp_bridge_killed_stop_all_ends_with_the_output_off(
-    tmp_path: Path, broker: BrokerAddress, prefix: str, recorder: RawClient, csms: CsmsProcess
-) -> None:
-    with sil_stack(tmp_path, broker, prefix, csms, recorder) as stack:
-        killed = kill_while_exporting(stack, recorder, prefix, "ocpp")
-        assert stack.wait_exit() == 1
-        off = stack.wait_off(WAIT_S)
-        assert stack.watchdog_fired() == dict.fromkeys(ADDRESSES, False)
-        assert stack.switched_off_for_good(killed)
-        report("ocpp killed, stop all: output off after the kill", off - killed)
 
 
 def test_ocpp_bridge_killed_and_restarted_charging_goes_on_and_every_event_arrives(
