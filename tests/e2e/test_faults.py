@@ -420,9 +420,11 @@ def test_a_broker_that_stays_away_switches_the_output_off_after_the_bound(
     events = events_of(messages)
     after = events[events.index("ChargingStarted") + 1 :]
     # paused by the EVSE; once the error is cleared it waits in PrepareCharging for a new
-    # cable check, which this car (its V2G session failed or stopped) never starts
+    # cable check, which this car (its V2G session failed or stopped) never starts. On a
+    # slow run the car's own script may end meanwhile (StoppingCharging, ChargingPausedEV):
+    # also safe. What must never come is charging again.
     assert after[:2] == ["StoppingCharging", "ChargingPausedEVSE"], events
-    assert set(after[2:]) <= {"PrepareCharging"}, events
+    assert not {"ChargingStarted", "ChargingResumed"} & set(after[2:]), events
     assert_no_call_hung(messages, output)
     assert_ended_safe(messages)
     print(
