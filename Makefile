@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "[2/3] updating pip"
 	$(BIN)/python -m pip install -q --upgrade pip
-	@echo "[3/3] installing everkit and its development tools into $(VENV)"
-	$(BIN)/python -m pip install -e '.[dev]'
+	@echo "[3/3] installing everkit, its development tools and the UFTP adapter into $(VENV)"
+	$(BIN)/python -m pip install -e '.[dev,uftp]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -255,6 +255,10 @@ PASSTHROUGH = {
         "everkit.dashboard.watch",
         "the live dashboard of a running EVerest stack (per EVSE, errors, OCPP)",
     ),
+    "uftp": (
+        "everkit.uftp.main",
+        "the UFTP (Shapeshifter) aggregator adapter: DSO FlexOrders as station power caps",
+    ),
     "composite-replay": (
         "everkit.ocpp201.replay",
         "replay composite-schedule cases (libocpp's) through PyOCPP201's smart charging",
