@@ -37,7 +37,7 @@ from everkit.energy.node import PyEnergyNode  # noqa: E402
 from everkit.energy.tree import format_timestamp  # noqa: E402
 from everkit.framework.broker import start_mosquitto  # noqa: E402
 from everkit.framework.session import Fulfillment  # noqa: E402
-from everkit.uftp.station_link import StationAddress, StationLink, _limits_validators  # noqa: E402
+from everkit.uftp.station_link import StationAddress, StationLink, limits_validators  # noqa: E402
 from tests.integration.harness import META, in_process_stack, start_module  # noqa: E402
 
 PREFIX = "benchuftp/"
@@ -162,7 +162,7 @@ def main() -> None:
         broker.stop()
         folder.cleanup()
 
-    validators = _limits_validators()
+    validators = limits_validators()
     loops = 20000
     checks = []
     for _ in range(5):

@@ -82,7 +82,7 @@ class StationAddress:
 
 
 @functools.cache
-def _limits_validators() -> InterfaceValidators:
+def limits_validators() -> InterfaceValidators:
     # compiled once per process: every link checks against the same contract
     return ValidatorCache(Definitions.from_dirs())[INTERFACE]
 
@@ -95,6 +95,7 @@ class _NotifyingTransport(Transport):
         super().__init__(*args, **kwargs)
         self._on_ready = on_ready
         self._announced = False  # paho's network thread only
+        self.refused: str | None = None  # why the broker last refused us (e.g. credentials)
 
     def _announce(self) -> None:
         if self.connected and not self._announced:
@@ -102,6 +103,8 @@ class _NotifyingTransport(Transport):
             self._on_ready()
 
     def _on_connect(self, *args: Any) -> None:
+        reason = args[3]
+        self.refused = str(reason) if reason.is_failure else None
         super()._on_connect(*args)
         self._announce()
 
@@ -130,7 +133,7 @@ class StationLink:
         self._on_power = on_power
         self._on_connected = on_connected
         self._new_id = new_id
-        self._validators = _limits_validators()
+        self._validators = limits_validators()
         topics = Topics(address.prefix)
         self._cmd_topic = topics.cmd(address.node, address.implementation, COMMAND)
         self._response_topic = topics.cmd_response(
@@ -171,7 +174,13 @@ class StationLink:
             self._transport.connect(connect_timeout_s)
         except TransportError:
             self._events.put(_STOP)
-            raise
+            refused = self._transport.refused
+            if refused is None:
+                raise
+            raise TransportError(
+                f"station {self.address.name}: MQTT broker {self.address.broker} refused the "
+                f"connection: {refused}"
+            ) from None
 
     def stop(self) -> None:
         self._transport.close()

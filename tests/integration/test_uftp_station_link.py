@@ -288,6 +288,11 @@ def test_powermeter_readings_reach_on_power_and_a_malformed_one_is_dropped(
     assert "not JSON" in warnings[1]
 
 
+def close(raw: RawClient) -> None:
+    raw.client.disconnect()  # else a client waiting to reconnect holds loop_stop up
+    raw.client.loop_stop()
+
+
 def test_on_connected_runs_again_after_a_broker_restart_and_limits_work(
     prefix: str, tmp_path: Path
 ) -> None:
@@ -295,11 +300,16 @@ def test_on_connected_runs_again_after_a_broker_restart_and_limits_work(
     thread: calling set_external_limits from it does not deadlock paho's thread. After the
     restart the command result and the meter subscriptions are back."""
     port = free_port()
-    broker = start_mosquitto(port)
+    brokers = [start_mosquitto(port)]
+
+    def stop_broker() -> None:  # the one running at the end, stopped after everything else
+        brokers[-1].stop()
+
     with ExitStack() as stack:
-        stack.callback(lambda: broker.stop())  # the broker of the moment
+        stack.callback(stop_broker)
+        broker = brokers[0]
         bus = _raw_client(broker.address)
-        stack.callback(bus.client.loop_stop)
+        stack.callback(close, bus)
         bus.subscribe(f"{prefix}#")
         stack.enter_context(station(broker.address, prefix, tmp_path, bus))
         pushed, power = Calls(), Calls()
@@ -320,6 +330,7 @@ def test_on_connected_runs_again_after_a_broker_restart_and_limits_work(
 
         broker.stop()
         broker = start_mosquitto(port)
+        brokers.append(broker)
         pushed.wait(2)
         # the node reconnects at its own pace: the adapter retries until it is back
         deadline = time.monotonic() + WAIT
@@ -330,7 +341,7 @@ def test_on_connected_runs_again_after_a_broker_restart_and_limits_work(
             except CommandTimeout:
                 assert time.monotonic() < deadline, "the node never answered again"
         meter = _raw_client(broker.address)
-        stack.callback(meter.client.loop_stop)
+        stack.callback(close, meter)
         reading = var_payload({**GOOD_READING, "power_W": {"total": 5000}})
         meter.publish(f"{prefix}modules/hw/impl/powermeter/var/powermeter", reading)
         assert power.wait(1) == [("s1", 5000.0)]
@@ -392,7 +403,16 @@ def test_credentials_log_in_and_the_password_is_never_logged(
         assert link.connected
         link.stop()
         refused = StationLink(bad, on_power=lambda n, w: None)
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError, match="refused the connection: Not authorized"):
             refused.start(1.0)
         refused.stop()
     assert "s3cret" not in caplog.text
+
+
+def test_start_fails_when_no_broker_answers(prefix: str) -> None:
+    address = StationAddress("s1", BrokerAddress("127.0.0.1", free_port()), prefix)
+    link = StationLink(address, on_power=lambda n, w: None)
+    with pytest.raises(TransportError, match="no MQTT broker answered"):
+        link.start(0.5)
+    link.stop()
+    assert not link.connected
