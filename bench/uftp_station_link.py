@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `tests.integration.harness`
     sys.path.insert(0, str(REPO))
 
+from benchstats import summary  # noqa: E402
+
 from everkit.energy.node import PyEnergyNode  # noqa: E402
 from everkit.energy.tree import format_timestamp  # noqa: E402
 from everkit.framework.broker import start_mosquitto  # noqa: E402
@@ -92,15 +94,6 @@ def limits(watts: float) -> dict[str, Any]:
         ],
         "schedule_export": [],
         "schedule_setpoints": [],
-    }
-
-
-def summary(samples_ns: list[int]) -> dict[str, float]:
-    ms = sorted(s / 1e6 for s in samples_ns)
-    return {
-        "median": statistics.median(ms),
-        "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-        "mean": statistics.fmean(ms),
     }
 
 

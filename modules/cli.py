@@ -237,6 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         trace=args.trace,
         view=args.view,
         verbose=args.verbose,
+        uftp=args.uftp,
     )
 
 
@@ -398,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--trace", action="store_true", help="print every message on the bus (implies lines)"
+    )
+    demo.add_argument(
+        "--uftp",
+        action="store_true",
+        help="also run the UFTP adapter and a DSO that orders flexibility during the session "
+        "(one-minute ISPs; the plot shows the order's cap; needs the uftp extra)",
     )
     demo.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     demo.set_defaults(func=cmd_demo)

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import logging
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,8 @@ from .report import write_report
 
 OCPP_MODULE = "PyOCPP201"
 DEMO_STEP_S = 15  # cable check and pre-charge take ~9 s: lower ~6 s into charging, raise ~21 s
+UFTP_CSMS_STEP_S = 3600  # with --uftp: the CSMS's limit stays at --limit-W
+UFTP_CHARGE_S = 150  # with --uftp: up to a minute to the next ISP, the ISP, and some after
 PREFIX = "everest/"
 LOG_TAIL_LINES = 15
 
@@ -124,9 +127,11 @@ def _relay(stream: IO[str], to: Callable[[str], None]) -> None:
         to(line.rstrip())
 
 
-def _start_csms(record: Path, limit_W: int, log: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_csms(
+    record: Path, limit_W: int, step_s: int, log: Path
+) -> tuple[subprocess.Popen[str], str]:
     with log.open("ab") as log_file:  # the child keeps its own descriptor
-        csms = _popen_csms(record, limit_W, log_file)
+        csms = _popen_csms(record, limit_W, step_s, log_file)
     assert csms.stdout is not None
     url = csms.stdout.readline().strip()
     if not url.startswith("ws"):
@@ -136,7 +141,9 @@ def _start_csms(record: Path, limit_W: int, log: Path) -> tuple[subprocess.Popen
     return csms, url
 
 
-def _popen_csms(record: Path, limit_W: int, log_file: IO[bytes]) -> subprocess.Popen[str]:
+def _popen_csms(
+    record: Path, limit_W: int, step_s: int, log_file: IO[bytes]
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -149,12 +156,52 @@ def _popen_csms(record: Path, limit_W: int, log_file: IO[bytes]) -> subprocess.P
             "--demo-limit-W",
             str(limit_W),
             "--demo-step-s",
-            str(DEMO_STEP_S),
+            str(step_s),
         ],
         stdout=subprocess.PIPE,  # one line per OCPP message: the dashboard shows them
         stderr=log_file,
         text=True,
     )
+
+
+def _with_uftp(config: dict[str, Any]) -> dict[str, Any]:
+    """The UFTP node at the root of the energy tree, and a car that charges long enough for
+    a one-minute ISP to begin and end during the session."""
+    from .uftp.station_config import with_flex_node  # noqa: PLC0415  # only with --uftp
+
+    config = with_flex_node(config)
+    for entry in (config.get("active_modules") or {}).values():
+        settings = entry.get("config_module") or {}
+        script = settings.get("auto_exec_commands")
+        if entry.get("module") == "PyEvSimulator" and isinstance(script, str):
+            settings["auto_exec_commands"] = re.sub(
+                r"iso_wait_for_stop \d+", f"iso_wait_for_stop {UFTP_CHARGE_S}", script
+            )
+    return config
+
+
+def _start_flex(
+    config: dict[str, Any], scratch: Path, broker: Any, logs: Path, note: Callable[[str], None]
+) -> Any:
+    try:
+        from .uftp.demo import FlexDemo  # noqa: PLC0415  # needs the uftp extra
+    except ImportError as exc:
+        raise EverkitError(
+            f"--uftp needs the uftp extra: pip install 'everkit[uftp]' ({exc})"
+        ) from exc
+    meter = _car_side_meter(config)
+    flex = FlexDemo(scratch, broker, PREFIX, meter, logs)
+    flex.start(note)
+    return flex
+
+
+def _car_side_meter(config: dict[str, Any]) -> tuple[str, str]:
+    for entry in (config.get("active_modules") or {}).values():
+        if entry.get("module") in ("PyEvseManager", "EvseManager"):
+            (meter, *_) = entry.get("connections", {}).get("powermeter_car_side") or [None]
+            if meter:
+                return str(meter["module_id"]), str(meter["implementation_id"])
+    raise EverkitError("--uftp: no EvseManager with a powermeter_car_side in the config")
 
 
 def _tails(logs: Path) -> str:
@@ -169,7 +216,14 @@ def _tails(logs: Path) -> str:
 
 
 def run_demo(
-    config_path: Path, report_dir: Path, *, limit_W: int, trace: bool, view: str, verbose: bool
+    config_path: Path,
+    report_dir: Path,
+    *,
+    limit_W: int,
+    trace: bool,
+    view: str,
+    verbose: bool,
+    uftp: bool = False,
 ) -> int:
     live = choose_live("lines" if trace else view, sys.stdout)  # a trace needs the lines
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -181,12 +235,17 @@ def run_demo(
     record = report_dir / "ocpp.jsonl"
     record.unlink(missing_ok=True)
     config = yaml.safe_load(config_path.read_text())
+    if uftp:
+        config = _with_uftp(config)
     steps = Steps(live)
+    caps: list[tuple[Any, Any, float]] = []
     broker: PrivateBroker | None = None
     csms: subprocess.Popen[str] | None = None
     try:
         with steps.step("starting the demo CSMS"):
-            csms, url = _start_csms(record, limit_W, logs / "csms.log")
+            # with a DSO order, the CSMS's limit stays put so the order's cap stands out
+            step_s = UFTP_CSMS_STEP_S if uftp else DEMO_STEP_S
+            csms, url = _start_csms(record, limit_W, step_s, logs / "csms.log")
         with steps.step("starting the MQTT broker"):
             broker = start_private_broker()
         print(f"  demo | CSMS on {url}, {broker.kind} on {broker.address}, logs in {logs}/")
@@ -210,11 +269,21 @@ def run_demo(
                     print(f"everkit demo: {config_path} has no {OCPP_MODULE}", file=sys.stderr)
                 run_config = Path(scratch) / config_path.name
                 run_config.write_text(yaml.safe_dump(config))
-                status = everkit_main(
-                    ["run", str(run_config), "--broker", str(broker.address)]
-                    + ["--prefix", PREFIX, "--log-dir", str(logs)]
-                    + ["--trace"] * trace
+                flex = (
+                    _start_flex(config, Path(scratch), broker.address, logs, to_board)
+                    if uftp
+                    else None
                 )
+                try:
+                    status = everkit_main(
+                        ["run", str(run_config), "--broker", str(broker.address)]
+                        + ["--prefix", PREFIX, "--log-dir", str(logs)]
+                        + ["--trace"] * trace
+                    )
+                finally:
+                    if flex is not None:
+                        flex.stop()
+                        caps = list(flex.caps)
         finally:
             dashboard.stop()
             feed.close()
@@ -232,6 +301,6 @@ def run_demo(
         print("the logs with warnings or errors end with:\n" + _tails(logs), file=sys.stderr)
     if record.exists():
         print("OCPP messages of the session:\n" + summary(record), flush=True)
-        for written in write_report(record, report_dir):
+        for written in write_report(record, report_dir, caps=caps):
             print(f"wrote {written}", flush=True)
     return status

@@ -9,12 +9,15 @@ operator's backend would see, not what the charger believes about itself.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .ocpp201.timestamps import parse_wire_timestamp
+
+Cap = tuple[datetime, datetime, float]  # (start, end, W) of an ordered power cap
 
 ENERGY = "Energy.Active.Import.Register"
 
@@ -88,8 +91,9 @@ def summary(session: Session) -> dict[str, Any]:
     }
 
 
-def plot(session: Session, out: Path) -> None:
-    """Power delivered and the CSMS's limit (kW) over time, SoC on a second axis."""
+def plot(session: Session, out: Path, caps: Sequence[Cap] = ()) -> None:
+    """Power delivered, the CSMS's limit and any grid operator's caps (kW) over time, SoC
+    on a second axis."""
     import matplotlib  # noqa: PLC0415  # heavy, and only the demo needs it
 
     matplotlib.use("Agg")  # a file, no display
@@ -105,6 +109,15 @@ def plot(session: Session, out: Path) -> None:
             values = [w / 1000 for _, w in session.limit_steps]
             end = max(seconds)
             power_axis.step([*steps, end], [*values, values[-1]], where="post", label="CSMS limit")
+        for index, (begin, until, watts) in enumerate(caps):
+            power_axis.hlines(
+                watts / 1000,
+                (begin - t0).total_seconds(),
+                (until - t0).total_seconds(),
+                colors="tab:red",
+                linewidth=2.5,
+                label="DSO order cap (UFTP, SO)" if index == 0 else "_nolegend_",
+            )
         if session.soc:
             soc_axis = power_axis.twinx()
             soc_axis.plot(
@@ -125,16 +138,23 @@ def plot(session: Session, out: Path) -> None:
     pyplot.close(figure)
 
 
-def write_report(record: Path, folder: Path) -> list[Path]:
-    """session.png and session.json in ``folder``; the files written."""
+def write_report(record: Path, folder: Path, caps: Sequence[Cap] = ()) -> list[Path]:
+    """session.png and session.json in ``folder``; the files written. ``caps``: (start,
+    end, W) of the power caps a grid operator ordered (``everkit demo --uftp``)."""
     session = read_session(record)
     written = []
     summary_file = folder / "session.json"
-    summary_file.write_text(json.dumps(summary(session), indent=2) + "\n")
+    content = summary(session)
+    if caps:
+        content["order_caps"] = [
+            {"start": begin.isoformat(), "end": until.isoformat(), "W": watts}
+            for begin, until, watts in caps
+        ]
+    summary_file.write_text(json.dumps(content, indent=2) + "\n")
     written.append(summary_file)
     try:
         plot_file = folder / "session.png"
-        plot(session, plot_file)
+        plot(session, plot_file, caps)
         written.append(plot_file)
     except ImportError:
         print("no plot: matplotlib is not installed (pip install 'everkit[report]')")

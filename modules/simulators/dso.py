@@ -291,6 +291,7 @@ class DsoSimulator:
         expires: datetime,
         revision: int = 1,
         conversation_id: str | None = None,
+        isp_duration: str = ISP_DURATION,
     ) -> Message:
         """Send a FlexRequest; ``isps`` are (start, duration, min W, max W, disposition)
         with disposition "Requested" or "Available". Returns the sent message."""
@@ -309,7 +310,7 @@ class DsoSimulator:
             expiration_date_time=_xml_datetime(expires),
             period=XmlDate.from_date(period),
             congestion_point=congestion_point,
-            isp_duration=XmlDuration(ISP_DURATION),
+            isp_duration=XmlDuration(isp_duration),
             time_zone=time_zone,
             conversation_id=conversation_id,
         )

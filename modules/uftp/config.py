@@ -182,6 +182,7 @@ POINT_KEYS = {
     "price_eur_per_kwh",
     "min_activation_factor",
     "offer_validity_s",
+    "isp_duration_s",
     "stations",
 }
 STATION_KEYS = {
@@ -217,6 +218,9 @@ def _congestion_points(
         factor = r.number(entry.get("min_activation_factor", 1.0), f"{key}.min_activation_factor")
         if not 0 < factor <= 1:
             raise r.fail(f"{key}.min_activation_factor", "must be in (0, 1]")
+        isp_s = r.number(entry.get("isp_duration_s", 900), f"{key}.isp_duration_s", minimum=60)
+        if isp_s % 60 or 86400 % isp_s:
+            raise r.fail(f"{key}.isp_duration_s", "must be whole minutes that divide a day")
         stations: list[Station] = []
         if not isinstance(entry["stations"], list) or not entry["stations"]:
             raise r.fail(f"{key}.stations", "must be a non-empty list")
@@ -237,6 +241,7 @@ def _congestion_points(
                     entry.get("price_eur_per_kwh", 0.25), f"{key}.price_eur_per_kwh"
                 ),
                 min_activation_factor=factor,
+                isp_duration=timedelta(seconds=isp_s),
                 offer_validity=timedelta(
                     seconds=r.number(
                         entry.get("offer_validity_s", 3600), f"{key}.offer_validity_s", minimum=1
