@@ -260,6 +260,13 @@ def run_demo(
             def to_board(line: str) -> None:
                 print(f"  ocpp | {line}", flush=True)
 
+        if live:
+            to_events: Callable[[str], None] = dashboard.note
+        else:
+
+            def to_events(line: str) -> None:
+                print(f"  {line}", flush=True)
+
         assert csms.stdout is not None
         threading.Thread(target=_relay, args=(csms.stdout, to_board), daemon=True).start()
         dashboard.start()
@@ -270,7 +277,7 @@ def run_demo(
                 run_config = Path(scratch) / config_path.name
                 run_config.write_text(yaml.safe_dump(config))
                 flex = (
-                    _start_flex(config, Path(scratch), broker.address, logs, to_board)
+                    _start_flex(config, Path(scratch), broker.address, logs, to_events)
                     if uftp
                     else None
                 )

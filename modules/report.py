@@ -104,10 +104,12 @@ def plot(session: Session, out: Path, caps: Sequence[Cap] = ()) -> None:
         t0 = min(moment for moment, _ in session.power + session.limit_steps)
         seconds = [(m - t0).total_seconds() for m, _ in session.power]
         power_axis.plot(seconds, [w / 1000 for _, w in session.power], label="power delivered")
-        if session.limit_steps:
-            steps = [(m - t0).total_seconds() for m, _ in session.limit_steps]
-            values = [w / 1000 for _, w in session.limit_steps]
-            end = max(seconds)
+        end = max(seconds)
+        # a profile may run on after the session: draw only what happened during it
+        shown = [(m, w) for m, w in session.limit_steps if (m - t0).total_seconds() <= end]
+        if shown:
+            steps = [(m - t0).total_seconds() for m, _ in shown]
+            values = [w / 1000 for _, w in shown]
             power_axis.step([*steps, end], [*values, values[-1]], where="post", label="CSMS limit")
         for index, (begin, until, watts) in enumerate(caps):
             power_axis.hlines(

@@ -79,6 +79,9 @@ class Evse:
     pending_availability: bool | None = None  # Scheduled ChangeAvailability (True = operative)
     rate: RateChangeWatch = field(default_factory=RateChangeWatch)
     needs_sent_for: str | None = None  # the transaction whose EV needs went out (K15)
+    # the newest EnforcedLimits seen while offline: reported against the last one the CSMS
+    # heard about once online again, so it learns the net change (K11-K13)
+    limits_while_offline: dict[str, Any] | None = None
 
 
 @dataclass
@@ -240,8 +243,11 @@ class Bridge:
         TransactionEvent ChargingRateChanged."""
         evse = self.evses[evse_id]
         significance = self.model.get_float("SmartChargingCtrlr", "LimitChangeSignificance")
-        for action, payload in evse.external_limit.update(enforced, significance):
-            self.send_live(action, payload)
+        if self.online:
+            for action, payload in evse.external_limit.update(enforced, significance):
+                self.send_live(action, payload)
+        else:
+            evse.limits_while_offline = enforced
         if evse.rate.update(enforced, significance):
             for event in evse.tx.charging_rate_changed(self.clock(), offline=not self.online):
                 self.emit_transaction_event(event)
@@ -459,6 +465,12 @@ class Bridge:
             self._push(Outgoing(message.action, message.payload, message.id))
         while self._held_security:
             self._push(Outgoing("SecurityEventNotification", self._held_security.popleft()))
+        significance = self.model.get_float("SmartChargingCtrlr", "LimitChangeSignificance")
+        for evse in self.evses.values():
+            if evse.limits_while_offline is not None:
+                enforced, evse.limits_while_offline = evse.limits_while_offline, None
+                for action, payload in evse.external_limit.update(enforced, significance):
+                    self._push(Outgoing(action, payload))
         await self._heartbeat()
 
     async def _boot(self, station: Station) -> None:

@@ -125,7 +125,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> AgrConfig:
     except (OSError, ValueError) as exc:
         raise r.fail("signing_key_file", f"{key_file}: {exc}") from exc
     except ConfigError as exc:
-        raise r.fail("signing_key_file", str(exc)) from exc
+        raise r.fail("signing_key_file", str(exc).split(": ", 1)[-1]) from exc
     try:
         listen = BrokerAddress.parse(str(top.get("listen", "127.0.0.1:8080")))
     except ValueError as exc:

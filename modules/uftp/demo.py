@@ -198,7 +198,8 @@ class FlexDemo:
         note(f"uftp | AGR: FlexOrder DEMO-ORDER-1 {answer.result}")
 
     def _collect_caps(self, listener: BusListener) -> None:
-        """The caps the adapter sent to the node (the report draws them)."""
+        """The caps of the order as the adapter sent them to the node (the report draws
+        them)."""
         topic = f"{self.prefix}modules/{NODE}/impl/external_limits/cmd/set_external_limits"
         for heard in self._heard(listener):
             if heard.topic != topic:
@@ -219,4 +220,6 @@ class FlexDemo:
                         )
                     )
             if caps:
+                # the first push after the order holds it whole; later re-pushes start "now"
                 self.caps = caps
+                return

@@ -111,7 +111,8 @@ class InboundGuard:
                 return "Already Submitted"
             return "Duplicate Identifier"
         if header.timestamp < now - self.window:
-            return f"Invalid Message: TimeStamp older than {self.window}"
+            hours = self.window.total_seconds() / 3600
+            return f"Invalid Message: TimeStamp older than {hours:g} hours"
         if header.timestamp > now + CLOCK_SKEW:
             return "Invalid Message: TimeStamp in the future"
         self.seen.forget_before(now - self.window - CLOCK_SKEW)

@@ -185,10 +185,11 @@ class Aggregator:
 
     def forget_finished(self, now: datetime) -> None:
         self.orders = [order for order in self.orders if order.commitment.end() > now]
+        # an ordered offer stays until it expires, so a second order on it is told so
         self.offers = {
             key: open_offer
             for key, open_offer in self.offers.items()
-            if open_offer.offer.expires > now and not open_offer.ordered
+            if open_offer.offer.expires > now
         }
 
     # -- internals ----------------------------------------------------------------------

@@ -294,6 +294,32 @@ def test_a_grid_limit_is_reported_K11_and_its_end_K13(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_a_grid_limit_that_began_while_offline_is_reported_once_online_K11(
+    tmp_path: Path,
+) -> None:
+    """K11/K12: the CSMS learns of an external limit in force when the connection returns;
+    one that began and ended while it was down leaves nothing to report (net change)."""
+
+    async def scenario() -> None:
+        async with DemoCsms() as csms:
+            csms.accepting = False
+            async with running_bridge(tmp_path, csms) as rig:
+                rig.bridge.on_enforced_limits(1, _enforced(9000, "EMS"))
+                rig.bridge.on_enforced_limits(1, _enforced(50000, "PyEnergyNode grid fuse"))
+                rig.bridge.on_enforced_limits(1, _enforced(11000, "SO"))
+                csms.accepting = True
+                notified = await csms.wait_for("NotifyChargingLimit", timeout=WAIT_S)
+                await csms.wait_for("StatusNotification", timeout=WAIT_S)
+                assert payload_of(notified["frame"]) == {
+                    "chargingLimit": {"chargingLimitSource": "SO"},
+                    "evseId": 1,
+                }
+                assert len(csms.messages("NotifyChargingLimit")) == 1
+                assert csms.messages("ClearedChargingLimit") == []
+
+    run(scenario())
+
+
 def test_a_significant_rate_change_during_a_transaction_is_reported_K11(tmp_path: Path) -> None:
     """SmartChargingCtrlr.LimitChangeSignificance (10 %): a 5 % change is not reported, a
     40 % change is a TransactionEvent Updated with ChargingRateChanged."""

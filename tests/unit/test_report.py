@@ -72,3 +72,23 @@ def test_the_report_writes_a_png_and_a_json(tmp_path: Path) -> None:
     written = write_report(record, tmp_path)
     assert {p.name for p in written} == {"session.json", "session.png"}
     assert (tmp_path / "session.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_grid_operators_order_cap_is_drawn_and_listed(tmp_path: Path) -> None:
+    """`everkit demo --uftp`: the cap a DSO ordered appears on the plot and in session.json."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    record = tmp_path / "ocpp.jsonl"
+    write_record(record)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_report(record, plain)
+    start = datetime(2024, 5, 1, 12, 0, 4, tzinfo=UTC)
+    end = datetime(2024, 5, 1, 12, 0, 12, tzinfo=UTC)
+    write_report(record, tmp_path, caps=[(start, end, 12000.0)])
+    facts = json.loads((tmp_path / "session.json").read_text())
+    assert facts["order_caps"] == [
+        {"start": "2024-05-01T12:00:04+00:00", "end": "2024-05-01T12:00:12+00:00", "W": 12000.0}
+    ]
+    assert "order_caps" not in json.loads((plain / "session.json").read_text())
+    assert (tmp_path / "session.png").read_bytes() != (plain / "session.png").read_bytes()
