@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean
+.PHONY: demo demo-uftp test lint typecheck unit bench install clean
 
 # pip prints what it downloads and installs (the first run takes a minute or two)
 $(STAMP): pyproject.toml
@@ -22,6 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	@tools/ensure-mosquitto --optional
 	$(BIN)/everkit demo --config config/sil-dc.yaml
+
+# the demo with a DSO that buys flexibility during the session (docs/uftp.md)
+demo-uftp: $(STAMP)
+	@tools/ensure-mosquitto --optional
+	$(BIN)/everkit demo --uftp --config config/sil-dc.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
