@@ -415,7 +415,7 @@ def main() -> None:
         )
     print(
         "  quiet: nothing ages out (scan + append + fsync); scan: forget_before alone;\n"
-        "  stream: one ID ages out per check, so forget_before rewrites the whole file"
+        "  stream: one ID ages out per check (the file is tidied at most once an hour)"
     )
     print(f"\nload average at end: {load_average()}")
 

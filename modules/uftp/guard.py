@@ -25,6 +25,7 @@ log = logging.getLogger("everkit.uftp")
 
 DEFAULT_WINDOW = timedelta(days=2)
 CLOCK_SKEW = timedelta(minutes=5)
+TIDY_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class SeenMessages:
                 os.fsync(file.fileno())
 
     def forget_before(self, oldest: datetime) -> None:
-        """Drop what is too old to be replayed anyway, and rewrite the file."""
+        """Drop what is too old to be replayed anyway, and rewrite the file (fsynced before
+        it replaces the old one, so a crash leaves one or the other whole)."""
         stale = [key for key, seen in self.entries.items() if seen.timestamp < oldest]
         if not stale:
             return
@@ -72,16 +74,16 @@ class SeenMessages:
             del self.entries[key]
         if self.path is not None:
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(
-                "".join(
-                    json.dumps(
-                        {"id": key, "digest": s.digest, "timestamp": s.timestamp.isoformat()}
-                    )
-                    + "\n"
-                    for key, s in self.entries.items()
-                ),
-                encoding="utf-8",
-            )
+            with open(tmp, "w", encoding="utf-8") as file:
+                for key, seen in self.entries.items():
+                    line = {
+                        "id": key,
+                        "digest": seen.digest,
+                        "timestamp": seen.timestamp.isoformat(),
+                    }
+                    file.write(json.dumps(line) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
             os.replace(tmp, self.path)
 
 
@@ -97,6 +99,7 @@ class InboundGuard:
         self.peers = frozenset(peers)
         self.seen = seen
         self.window = window
+        self.tidied: datetime | None = None
 
     def check(self, header: Header, now: datetime) -> str:
         """The rejection reason, or '' when the message may be processed. A message that
@@ -115,6 +118,10 @@ class InboundGuard:
             return f"Invalid Message: TimeStamp older than {hours:g} hours"
         if header.timestamp > now + CLOCK_SKEW:
             return "Invalid Message: TimeStamp in the future"
-        self.seen.forget_before(now - self.window - CLOCK_SKEW)
+        if self.tidied is None or now - self.tidied >= TIDY_EVERY:
+            # entries past the window are harmless (their TimeStamp is refused anyway):
+            # dropping them is housekeeping, not worth rewriting the file per message
+            self.seen.forget_before(now - self.window - CLOCK_SKEW)
+            self.tidied = now
         self.seen.add(header.message_id, Seen(header.digest, header.timestamp))
         return ""

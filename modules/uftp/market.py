@@ -114,7 +114,13 @@ class Aggregator:
 
     def on_flex_request(self, request: Request, now: datetime) -> Outbox:
         out = Outbox()
-        reason = self._market_reason(request.market, now)
+        market = request.market
+        reason = self._market_reason(market, now) or isps.conflicts(
+            (element.run for element in request.isps),
+            market.period,
+            market.time_zone,
+            market.isp_duration,
+        )
         if not reason and request.expires <= now:
             reason = "ExpirationDateTime out of bounds"
         out.responses.append(self._response("FlexRequestResponse", request, reason))

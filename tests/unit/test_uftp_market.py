@@ -4,6 +4,7 @@ orders and the ExternalLimits they become. Fake clock throughout."""
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -280,3 +281,21 @@ def test_guard_refuses_replays_reused_ids_strangers_and_stale_messages(tmp_path:
     # a restarted adapter still knows m1
     again = InboundGuard(AGR, [DSO], SeenMessages(store))
     assert again.check(first, NOW + timedelta(hours=1)) == "Already Submitted"
+
+
+def test_the_guard_forgets_ids_past_the_window_at_most_hourly_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "seen.jsonl"
+    guard = InboundGuard(AGR, [DSO], SeenMessages(store))
+    assert guard.check(header("FlexRequest", "old"), NOW) == ""
+    later = NOW + timedelta(minutes=30)
+    assert guard.check(header("FlexRequest", "new", at=later), later) == ""
+    assert len(store.read_text().splitlines()) == 2  # nothing rewritten yet...
+    latest = NOW + timedelta(days=2, minutes=10)
+    assert guard.check(header("FlexRequest", "newer", at=latest), latest) == ""
+    kept = list(store.read_text().splitlines())
+    assert len(kept) == 2  # ...then "old", past the window, is gone from the file
+    assert "old" not in {json.loads(line)["id"] for line in kept}
+    again = InboundGuard(AGR, [DSO], SeenMessages(store))
+    assert again.check(header("FlexRequest", "new", at=later), latest) == "Already Submitted"
