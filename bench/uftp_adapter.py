@@ -51,17 +51,17 @@ if str(REPO) not in sys.path:  # `tests.*`
 from benchstats import load_average, summary  # noqa: E402
 from shapeshifter_uftp import FlexOffer, FlexOrderResponse  # noqa: E402
 
-from everkit.framework.broker import free_port, start_mosquitto  # noqa: E402
+from everkit.framework.broker import start_mosquitto  # noqa: E402
 from everkit.framework.transport import BrokerAddress  # noqa: E402
 from everkit.framework.wire import var_payload  # noqa: E402
-from everkit.simulators.dso import MESSAGE_PATH, DsoSimulator, Peer, new_keypair  # noqa: E402
+from everkit.simulators.dso import DsoSimulator  # noqa: E402
 from everkit.uftp import config as agr_config  # noqa: E402
 from everkit.uftp.guard import CLOCK_SKEW, DEFAULT_WINDOW, InboundGuard, SeenMessages  # noqa: E402
 from everkit.uftp.isp import isp_start  # noqa: E402
 from everkit.uftp.messages import Header  # noqa: E402
 from everkit.uftp.service import Adapter  # noqa: E402
 from tests.conftest import _raw_client  # noqa: E402
-from tests.integration.test_dso_simulator import MiniAgr, _start  # noqa: E402
+from tests.integration.test_dso_simulator import library_pair  # noqa: E402
 from tests.integration.test_uftp_station_link import GOOD_READING, NODE, station  # noqa: E402
 from tests.uftp_rig import (  # noqa: E402
     DSO_DOMAIN,
@@ -186,32 +186,10 @@ def adapter_side(broker: BrokerAddress, folder: Path) -> Iterator[tuple[DsoSimul
 
 @contextmanager
 def baseline_side() -> Iterator[DsoSimulator]:
-    """The library AGR (MiniAgr) and its own DSO, as the `pair` fixture of
-    test_dso_simulator.py wires them."""
-    agr_key, agr_public = new_keypair()
-    dso_key, _ = new_keypair()
-    port = free_port()
-    dso_peer: dict[str, str] = {}
-    agr = MiniAgr(
-        sender_domain=BASE_AGR,
-        signing_key=agr_key,
-        key_lookup_function=lambda domain, role: (
-            dso_peer.get("key") if domain == BASE_DSO else None
-        ),
-        endpoint_lookup_function=lambda domain, role: dso_peer.get("endpoint"),
-        host="127.0.0.1",
-        port=port,
-    )
-    endpoint = f"http://127.0.0.1:{port}{MESSAGE_PATH}"
-    dso = DsoSimulator(BASE_DSO, dso_key, Peer(BASE_AGR, agr_public, endpoint))
-    dso_peer.update(key=dso.public_key, endpoint=dso.endpoint)
-    quiet_uvicorn()
-    _start(agr)
-    try:
-        with dso:
-            yield dso
-    finally:
-        agr.stop()
+    """The library AGR (MiniAgr) and its own DSO, as test_dso_simulator.py wires them."""
+    with library_pair(BASE_AGR, BASE_DSO) as (dso, _agr):
+        quiet_uvicorn()  # after the servers' configs, which reset uvicorn's loggers
+        yield dso
 
 
 def abba(sides: dict[str, Send], count: int, warmup: int, first_isp: int) -> dict[str, list[int]]:

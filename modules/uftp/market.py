@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from . import isp as isps
-from .baseline import PowerHistory
+from .baseline import PowerHistory, scheduled_cap
 from .messages import (
     Market,
     Offer,
@@ -28,7 +29,7 @@ from .messages import (
     Request,
     Response,
 )
-from .portfolio import CongestionPoint
+from .portfolio import CongestionPoint, Station
 
 log = logging.getLogger("everkit.uftp")
 
@@ -103,6 +104,7 @@ class Aggregator:
             for point in self.points.values()
             for station in point.stations
         }
+        self.schedules: dict[str, Mapping[str, Any]] = {}  # the stations' energy_flow_request
         self.offers: dict[str, OpenOffer] = {}
         self.orders: list[AcceptedOrder] = []
 
@@ -111,6 +113,17 @@ class Aggregator:
     def on_power(self, station: str, watts: float, now: datetime) -> None:
         if station in self.power:
             self.power[station].add(watts, now)
+
+    def on_schedule(self, station: str, request: Mapping[str, Any]) -> None:
+        if station in self.power:
+            self.schedules[station] = request
+
+    def baseline(self, station: Station, start: datetime, now: datetime) -> float:
+        """What ``station`` would draw in the ISP from ``start`` without an order."""
+        base = min(self.power[station.name].mean(now), station.max_W)
+        schedule = self.schedules.get(station.name)
+        scheduled = scheduled_cap(schedule, start) if schedule is not None else None
+        return base if scheduled is None else min(base, scheduled)
 
     def on_flex_request(self, request: Request, now: datetime) -> Outbox:
         out = Outbox()
@@ -277,7 +290,7 @@ class Aggregator:
                 flexible = {}
                 baselines = {}
                 for station in point.stations:
-                    base = min(self.power[station.name].mean(now), station.max_W)
+                    base = self.baseline(station, start, now)
                     already = promised.get(station.name, {}).get(start, 0.0)
                     baselines[station.name] = base
                     flexible[station.name] = max(

@@ -116,7 +116,10 @@ class Adapter:
         self.outbound = Outbound(self._send)
         self.links = {
             address.name: StationLink(
-                address, on_power=self._on_power, on_connected=self._on_link_connected
+                address,
+                on_power=self._on_power,
+                on_connected=self._on_link_connected,
+                on_schedule=self._on_schedule,
             )
             for address in config.stations
         }
@@ -157,33 +160,33 @@ class Adapter:
     # -- inbound ---------------------------------------------------------------------------
 
     def on_flex_request(self, message: Any) -> None:
-        try:
-            request = library.flex_request(message)
-        except (ValueError, TypeError, AttributeError) as exc:
-            self._unreadable("FlexRequestResponse", message, exc)
-            return
-        with self.lock:
-            now = self.clock()
-            reason = self.guard.check(request.header, now)
-            if reason:
-                out = Outbox([_refusal("FlexRequestResponse", request.header, reason)])
-            else:
-                out = self.market.on_flex_request(request, now)
-        self._dispatch(out)
+        self._handle(
+            message, "FlexRequestResponse", library.flex_request, self.market.on_flex_request
+        )
 
     def on_flex_order(self, message: Any) -> None:
+        self._handle(message, "FlexOrderResponse", library.flex_order, self.market.on_flex_order)
+
+    def _handle(
+        self,
+        message: Any,
+        response_kind: str,
+        convert: Callable[[Any], Any],
+        decide: Callable[[Any, datetime], Outbox],
+    ) -> None:
+        """Convert, check (guard), decide (market), answer; push limits if they changed."""
         try:
-            order = library.flex_order(message)
+            inbound = convert(message)
         except (ValueError, TypeError, AttributeError) as exc:
-            self._unreadable("FlexOrderResponse", message, exc)
+            self._unreadable(response_kind, message, exc)
             return
         with self.lock:
             now = self.clock()
-            reason = self.guard.check(order.header, now)
+            reason = self.guard.check(inbound.header, now)
             if reason:
-                out = Outbox([_refusal("FlexOrderResponse", order.header, reason)])
+                out = Outbox([_refusal(response_kind, inbound.header, reason)])
             else:
-                out = self.market.on_flex_order(order, now)
+                out = decide(inbound, now)
         if out.limits_changed:
             self.wake.set()
         self._dispatch(out)
@@ -219,6 +222,10 @@ class Adapter:
     def _on_power(self, station: str, watts: float) -> None:
         with self.lock:
             self.market.on_power(station, watts, self.clock())
+
+    def _on_schedule(self, station: str, request: dict[str, Any]) -> None:
+        with self.lock:
+            self.market.on_schedule(station, request)
 
     def _on_link_connected(self, station: str) -> None:
         with self.lock:

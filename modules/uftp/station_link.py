@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 INTERFACE = "external_energy_limits"
 COMMAND = "set_external_limits"
 POWERMETER_VAR = "powermeter"
+FLOW_REQUEST_VAR = "energy_flow_request"
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,12 @@ class StationLink:
         *,
         on_power: Callable[[str, float], None],
         on_connected: Callable[[str], None] = lambda name: None,
+        on_schedule: Callable[[str, dict[str, Any]], None] = lambda name, request: None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.address = address
         self._on_power = on_power
+        self._on_schedule = on_schedule
         self._on_connected = on_connected
         self._new_id = new_id
         self._validators = limits_validators()
@@ -155,6 +158,10 @@ class StationLink:
         self._transport.subscribe(self._response_topic, self._on_result, inline=True)
         for topic in self._meter_topics:
             self._transport.subscribe(topic, self._on_reading, inline=True)
+        # what the tree beneath the node will allow, ISP by ISP: part of the baseline
+        self._transport.subscribe(
+            topics.var(address.node, "energy_grid", FLOW_REQUEST_VAR), self._on_flow, inline=True
+        )
         # a restarted node has lost its external limits, though our connection never broke
         self._transport.subscribe(
             topics.module_ready(address.node), self._on_node_ready, inline=True
@@ -274,6 +281,23 @@ class StationLink:
             future.set_exception(RemoteSchemaError(str(exc)))
             return
         future.set_result(None)
+
+    # the node's energy_flow_request
+
+    def _on_flow(self, topic: str, payload: bytes) -> None:
+        try:
+            request = decode(payload).data["data"]
+            if not isinstance(request, dict) or not isinstance(request.get("children"), list):
+                raise TypeError("no 'children' list")
+        except (MessageParsingError, KeyError, TypeError) as exc:
+            log.warning(
+                "station %s: dropped energy_flow_request on %s: %s", self.address.name, topic, exc
+            )
+            return
+        try:
+            self._on_schedule(self.address.name, request)
+        except Exception:
+            log.exception("station %s: on_schedule failed", self.address.name)
 
     # powermeter readings
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -134,24 +135,28 @@ def _start(agr: MiniAgr) -> threading.Thread:
     return thread
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[DsoSimulator, MiniAgr]]:
+@contextmanager
+def library_pair(
+    agr_domain: str = AGR_DOMAIN, dso_domain: str = DSO_DOMAIN
+) -> Iterator[tuple[DsoSimulator, MiniAgr]]:
+    """A bare library AGR (MiniAgr) on a free loopback port and a DSO simulator that knows
+    it, both running (also the baseline of bench/uftp_adapter.py)."""
     agr_key, agr_public = new_keypair()
     dso_key, _ = new_keypair()
     agr_port = free_port()
     dso_peer: dict[str, str] = {}
     agr = MiniAgr(
-        sender_domain=AGR_DOMAIN,
+        sender_domain=agr_domain,
         signing_key=agr_key,
         key_lookup_function=lambda domain, role: (
-            dso_peer.get("key") if domain == DSO_DOMAIN else None
+            dso_peer.get("key") if domain == dso_domain else None
         ),
         endpoint_lookup_function=lambda domain, role: dso_peer.get("endpoint"),
         host="127.0.0.1",
         port=agr_port,
     )
     agr_endpoint = f"http://127.0.0.1:{agr_port}{MESSAGE_PATH}"
-    dso = DsoSimulator(DSO_DOMAIN, dso_key, Peer(AGR_DOMAIN, agr_public, agr_endpoint))
+    dso = DsoSimulator(dso_domain, dso_key, Peer(agr_domain, agr_public, agr_endpoint))
     dso_peer.update(key=dso.public_key, endpoint=dso.endpoint)
     _start(agr)
     try:
@@ -159,6 +164,12 @@ def pair() -> Iterator[tuple[DsoSimulator, MiniAgr]]:
             yield dso, agr
     finally:
         agr.stop()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[DsoSimulator, MiniAgr]]:
+    with library_pair() as both:
+        yield both
 
 
 def _request(dso: DsoSimulator) -> Any:

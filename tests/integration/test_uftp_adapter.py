@@ -202,42 +202,32 @@ def test_unsigned_forged_and_unknown_sender_messages_are_refused_at_the_door(rig
     assert len(rig.adapter.market.offers) == 1
 
 
+def request_from(dso: DsoSimulator) -> Any:
+    """One FlexRequest from a second DSO simulator that signs with the rig's DSO key (the
+    adapter answers to the configured endpoint: the rig's simulator)."""
+    with dso:
+        return dso.send_flex_request(
+            congestion_point=EAN,
+            period=tomorrow(),
+            time_zone=TIME_ZONE,
+            isps=[(69, 1, -10000, -10000, "Requested")],
+            expires=datetime.now(UTC) + timedelta(hours=1),
+        )
+
+
 def test_a_message_for_another_recipient_or_too_old_is_rejected(rig: Rig) -> None:
     """Message validation: "Unknown RecipientDomain"; and a TimeStamp older than the
     MessageID memory, so a replay can never outlive it."""
-    other = DsoSimulator(
-        DSO_DOMAIN,
-        rig.keys.dso_secret,
-        agr_peer(rig.keys, rig.port, domain="other-agr.example.test"),
-        port=rig.dso.port + 0 if False else 0,
-    )
-    # the adapter answers to the DSO's configured endpoint: the rig's simulator
-    with other:
-        request = other.send_flex_request(
-            congestion_point=EAN,
-            period=tomorrow(),
-            time_zone=TIME_ZONE,
-            isps=[(69, 1, -10000, -10000, "Requested")],
-            expires=datetime.now(UTC) + timedelta(hours=1),
-        )
+    elsewhere = agr_peer(rig.keys, rig.port, domain="other-agr.example.test")
+    request = request_from(DsoSimulator(DSO_DOMAIN, rig.keys.dso_secret, elsewhere))
     refused = rig.response_to(FlexRequestResponse, request)
     assert refused.result == "Rejected"
     assert refused.rejection_reason == "Unknown RecipientDomain"
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
     stale = DsoSimulator(
-        DSO_DOMAIN,
-        rig.keys.dso_secret,
-        agr_peer(rig.keys, rig.port),
-        now=lambda: datetime.now(UTC) - timedelta(days=3),
+        DSO_DOMAIN, rig.keys.dso_secret, agr_peer(rig.keys, rig.port), now=lambda: three_days_ago
     )
-    with stale:
-        old = stale.send_flex_request(
-            congestion_point=EAN,
-            period=tomorrow(),
-            time_zone=TIME_ZONE,
-            isps=[(69, 1, -10000, -10000, "Requested")],
-            expires=datetime.now(UTC) + timedelta(hours=1),
-        )
-    refused = rig.response_to(FlexRequestResponse, old)
+    refused = rig.response_to(FlexRequestResponse, request_from(stale))
     assert "TimeStamp older than" in refused.rejection_reason
     assert rig.adapter.market.offers == {}
 

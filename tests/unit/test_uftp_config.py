@@ -106,3 +106,15 @@ def test_the_flex_node_goes_between_the_energy_manager_and_the_tree() -> None:
     assert "uftp_limit" not in config["active_modules"]  # the original is untouched
     with pytest.raises(ValueError, match="already"):
         with_flex_node(flex)
+
+
+def test_the_documented_example_config_loads(tmp_path: Path) -> None:
+    """deploy/uftp-agr.example.yaml is the config reference of docs/uftp.md."""
+    example = tmp_path / "agr.yaml"
+    example.write_text((ROOT / "deploy" / "uftp-agr.example.yaml").read_text())
+    key = tmp_path / "agr.key"
+    key.write_text(new_keys().agr_secret + "\n")
+    key.chmod(0o600)
+    config = load(example, environ={"UFTP_DEPOT1_MQTT_PASSWORD": "pw"})
+    assert config.domain == "agr.example.com"
+    assert [station.name for station in config.stations] == ["depot-1"]

@@ -299,3 +299,27 @@ def test_the_guard_forgets_ids_past_the_window_at_most_hourly_and_keeps_the_rest
     assert "old" not in {json.loads(line)["id"] for line in kept}
     again = InboundGuard(AGR, [DSO], SeenMessages(store))
     assert again.check(header("FlexRequest", "new", at=later), latest) == "Already Submitted"
+
+
+def test_a_limit_the_tree_has_scheduled_lowers_the_baseline_of_the_isps_it_covers() -> None:
+    """Baseline "from recent consumption and schedules": a CSMS limit of 15 kW from ISP 70
+    on (in the energy_flow_request beneath the UFTP node) leaves only 15 kW to give there."""
+    agr = aggregator()
+    isp70 = isp_start(DAY, AMS, 70)
+
+    def entry(at: datetime, watts: float) -> dict[str, object]:
+        power = {"total_power_W": {"value": watts, "source": "CSO"}}
+        return {"timestamp": at.isoformat(), "limits_to_root": power}
+
+    flow = {
+        "uuid": "uftp_limit",
+        "schedule_import": [entry(NOW, 1.0)],  # the node's own entries (our caps) do not count
+        "children": [
+            {"uuid": "grid", "schedule_import": [entry(NOW, 86_000), entry(isp70, 15_000)]}
+        ],
+    }
+    agr.on_schedule("a", flow)
+    out = agr.on_flex_request(request(wanted(69, 2, -60_000, -1)), NOW)
+    (option,) = out.offers[0].options
+    # ISP 69: a 30 - 2 = 28 kW, b 10 kW; ISP 70: a 15 - 2 = 13 kW, b 10 kW
+    assert option.isps == (PowerIsp(IspRun(69, 1), -38_000), PowerIsp(IspRun(70, 1), -23_000))
