@@ -8,6 +8,7 @@ K11/K13)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -196,6 +197,17 @@ def test_a_dso_order_caps_the_stations_can_setpoints_for_the_ordered_isps(
     assert [n["chargingLimit"]["chargingLimitSource"] for n in notified] == ["SO"]
     cleared = csms.calls("ClearedChargingLimit")
     assert [c["chargingLimitSource"] for c in cleared] == ["SO"]
+    print(
+        json.dumps(
+            {
+                "charging_W": round(charging_W),
+                "cap_W": cap_W,
+                "cap_binding_after_isp_start_s": round(bound.at - begin - LEAD_S, 2),
+                "capped_setpoints": len(inside),
+                "max_capped_setpoint_W": round(max(inside)),
+            }
+        )
+    )
 
 
 def cap_from(messages: list[Captured]) -> float:
