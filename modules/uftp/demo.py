@@ -30,7 +30,7 @@ from shapeshifter_uftp import FlexOffer, FlexOrderResponse
 from ..framework.broker import free_port
 from ..framework.listener import BusListener, Heard
 from ..framework.transport import BrokerAddress
-from ..simulators.dso import DsoSimulator, Peer, new_keypair
+from ..simulators.dso import MESSAGE_PATH, DsoSimulator, Peer, new_keypair
 from .isp import isp_at, isp_start, isps_per_day
 from .station_config import NODE
 
@@ -45,7 +45,6 @@ READY_S = 8.0  # steady charging before the DSO asks: the adapter's baseline win
 LEAD_S = 12.0  # request, offer and order well before the ordered ISP starts
 CHARGING_W = 1000.0
 WAIT_S = 30.0
-PATH = "/shapeshifter/api/v3/message"
 
 Note = Callable[[str], None]
 
@@ -59,7 +58,9 @@ class FlexDemo:
         agr_secret, agr_public = new_keypair()
         port = free_port()
         self.dso = DsoSimulator(
-            DSO_DOMAIN, dso_secret, Peer(AGR_DOMAIN, agr_public, f"http://127.0.0.1:{port}{PATH}")
+            DSO_DOMAIN,
+            dso_secret,
+            Peer(AGR_DOMAIN, agr_public, f"http://127.0.0.1:{port}{MESSAGE_PATH}"),
         )
         key_file = scratch / "agr.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

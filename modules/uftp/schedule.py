@@ -14,18 +14,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ..framework.error_model import rfc3339_ms
 from .market import Slot
 
 SOURCE = "SO"  # OCPP's ChargingLimitSourceEnumType for a grid operator
 
 
-def wire_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _entry(moment: datetime, cap_W: float | None, source: str) -> dict[str, Any]:
     root = {} if cap_W is None else {"total_power_W": {"value": cap_W, "source": source}}
-    return {"timestamp": wire_time(moment), "limits_to_root": root, "limits_to_leaves": {}}
+    return {"timestamp": rfc3339_ms(moment), "limits_to_root": root, "limits_to_leaves": {}}
 
 
 def external_limits(
