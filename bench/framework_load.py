@@ -52,6 +52,7 @@ for _path in (REPO, BENCH):  # `tests.integration.harness`; `framework_roundtrip
 
 import framework_roundtrip as rt  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+from benchstats import stop_process, write_json  # noqa: E402
 
 from everkit.framework import dispatch  # noqa: E402
 from everkit.framework.broker import PrivateBroker, start_mosquitto  # noqa: E402
@@ -415,15 +416,7 @@ def child(
 
 
 def stop_child(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
+    stop_process(process, STOP_TIMEOUT_S)
 
 
 @contextmanager
@@ -652,8 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(Pacing(args.rate, args.duration, args.warmup), sides, blocks=args.blocks)
     print(report(results, sides))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        write_json(args.json, results)
     bad = any(results[s]["lost"] or results[s]["errors"] for s in sides)
     return 1 if bad else 0
 

@@ -47,7 +47,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
+import benchstats
 import paho.mqtt.client as paho
+from benchstats import stats_row, write_json
 
 from everkit.framework.broker import start_mosquitto
 from everkit.framework.errors import MessageParsingError
@@ -521,14 +523,7 @@ def ocpp_process(broker: BrokerAddress, log: IO[bytes]) -> subprocess.Popen[byte
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return benchstats.stop_process(process, STOP_TIMEOUT_S)
 
 
 def statuses_available(count: int) -> Callable[[list[Frame]], bool]:
@@ -888,12 +883,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _row(label: str, stats: dict[str, float] | None) -> str:
-    if stats is None:
-        return f"  {label:<40}{'-':>6}"
-    return (
-        f"  {label:<40}{stats['n']:>6}{stats['median_ms']:>9.2f}{stats['p99_ms']:>9.2f}"
-        f"{stats['max_ms']:>9.2f}{stats['mean_ms']:>9.2f}"
-    )
+    return stats_row(label, stats, width=40, mean=True)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -1025,8 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(options)
     print(report(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        write_json(args.json, results)
     return 1 if results["lost"] else 0
 
 

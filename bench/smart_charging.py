@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,8 +46,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import benchstats
 import paho.mqtt.client as paho
 import yaml
+from benchstats import stats_row, write_json
 from ocpp.v201 import call
 
 from everkit.energy.tree import has_priority
@@ -351,14 +351,7 @@ def everkit_run(config_path: Path, broker: BrokerAddress, log: Any) -> subproces
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return benchstats.stop_process(process, timeout)
 
 
 @dataclass(frozen=True)
@@ -1051,12 +1044,7 @@ def machine_facts() -> dict[str, Any]:
 
 
 def _row(label: str, stats: dict[str, float] | None, width: int = 58) -> str:
-    if stats is None:
-        return f"  {label:<{width}}{'-':>5}"
-    return (
-        f"  {label:<{width}}{stats['n']:>5}{stats['median_ms']:>9.2f}{stats['p99_ms']:>9.2f}"
-        f"{stats['max_ms']:>9.2f}"
-    )
+    return stats_row(label, stats, width=width, n_width=5)
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1254,8 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = targets(results)
     print(report(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        write_json(args.json, results)
     return 1 if results["lost"] else 0
 
 

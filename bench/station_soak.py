@@ -54,6 +54,7 @@ for _path in (REPO, BENCH):
 import framework_roundtrip as rt  # noqa: E402
 import ocpp_bridge as ob  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+from benchstats import stats_row, write_json  # noqa: E402
 
 from everkit.framework.broker import PrivateBroker, start_mosquitto  # noqa: E402
 from everkit.framework.module import Module  # noqa: E402
@@ -697,12 +698,7 @@ def resources(
 
 
 def _row(label: str, stats: dict[str, float] | None) -> str:
-    if stats is None:
-        return f"  {label:<46}{'-':>6}"
-    return (
-        f"  {label:<46}{stats['n']:>6}{stats['median_ms']:>9.2f}{stats['p99_ms']:>9.2f}"
-        f"{stats['max_ms']:>9.2f}"
-    )
+    return stats_row(label, stats, width=46)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -838,8 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(options)
     print(report(results))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        write_json(args.json, results)
     return 1 if results["lost"] else 0
 
 

@@ -53,6 +53,30 @@ class Captured:
     at: float = 0.0  # time.monotonic() on arrival
 
 
+def wait_for_captured(
+    changed: threading.Condition,
+    messages: list[Captured],
+    predicate: Callable[[Captured], bool],
+    timeout: float,
+    count: int = 1,
+) -> list[Captured]:
+    """Wait on ``changed`` (notified on every new message) until ``count`` of ``messages``
+    satisfy ``predicate``; return them, or fail naming the last topics seen."""
+    with changed:
+        found: list[Captured] = []
+
+        def enough() -> bool:
+            nonlocal found
+            found = [m for m in messages if predicate(m)]
+            return len(found) >= count
+
+        assert changed.wait_for(enough, timeout), (
+            f"timed out; saw {len(messages)} messages: "
+            + ", ".join(m.topic for m in messages[-10:])
+        )
+        return found
+
+
 @dataclass
 class RawClient:
     """A plain paho client: records everything under a filter, publishes anything."""
@@ -74,19 +98,7 @@ class RawClient:
         self, predicate: Callable[[Captured], bool], timeout: float = WAIT_S, count: int = 1
     ) -> list[Captured]:
         """Wait until ``count`` captured messages satisfy ``predicate``; return them."""
-        with self._changed:
-            found: list[Captured] = []
-
-            def enough() -> bool:
-                nonlocal found
-                found = [m for m in self.messages if predicate(m)]
-                return len(found) >= count
-
-            assert self._changed.wait_for(enough, timeout), (
-                f"timed out; saw {len(self.messages)} messages: "
-                + ", ".join(m.topic for m in self.messages[-10:])
-            )
-            return found
+        return wait_for_captured(self._changed, self.messages, predicate, timeout, count)
 
     def on_topic(self, topic: str, **kwargs: float) -> list[Captured]:
         return self.wait_for(lambda m: m.topic == topic, **kwargs)  # type: ignore[arg-type]

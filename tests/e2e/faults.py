@@ -19,7 +19,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from everkit.framework.transport import BrokerAddress
-from tests.conftest import Captured
+from tests.conftest import Captured, wait_for_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERKIT_RUN = (sys.executable, "-m", "everkit", "run")
@@ -142,19 +142,7 @@ class Recorder:
     def wait_for(
         self, predicate: Callable[[Captured], bool], timeout: float = WAIT_S, count: int = 1
     ) -> list[Captured]:
-        with self._changed:
-            found: list[Captured] = []
-
-            def enough() -> bool:
-                nonlocal found
-                found = [m for m in self.messages if predicate(m)]
-                return len(found) >= count
-
-            assert self._changed.wait_for(enough, timeout), (
-                f"timed out; saw {len(self.messages)} messages: "
-                + ", ".join(m.topic for m in self.messages[-10:])
-            )
-            return found
+        return wait_for_captured(self._changed, self.messages, predicate, timeout, count)
 
     def snapshot(self) -> list[Captured]:
         with self._changed:
