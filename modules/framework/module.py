@@ -352,22 +352,7 @@ class Module:
         if entry is None:
             return  # a result for a call we gave up on, or not ours
         future, validators, cmd = entry
-        error = inner.get("error")
-        if isinstance(error, dict):
-            future.set_exception(
-                CommandError.from_wire(
-                    str(error.get(ERROR_TYPE_KEY, "HandlerException")),
-                    str(error.get(ERROR_MSG_KEY, "")),
-                )
-            )
-            return
-        retval = inner.get("retval")
-        try:
-            validators.check_result(cmd, retval)
-        except SchemaValidationError as exc:
-            future.set_exception(RemoteSchemaError(str(exc)))
-            return
-        future.set_result(retval)
+        settle_call(future, inner, validators, cmd)
 
     # variables
 
@@ -689,3 +674,27 @@ def _local_manifest(root: Path, module_name: str) -> dict[str, Any]:
             if isinstance(manifest, dict):
                 return manifest
     raise ConfigError(f"no manifest for module '{module_name}' under {root / 'manifests'}")
+
+
+def settle_call(
+    future: Future[Any], result: dict[str, Any], validators: InterfaceValidators, cmd: str
+) -> None:
+    """Complete a call's future from the inner ``data`` of its CmdResult: the callee's
+    error as the matching CommandError, a return value that breaks the contract as
+    RemoteSchemaError, else the value."""
+    error = result.get("error")
+    if isinstance(error, dict):
+        future.set_exception(
+            CommandError.from_wire(
+                str(error.get(ERROR_TYPE_KEY, "HandlerException")),
+                str(error.get(ERROR_MSG_KEY, "")),
+            )
+        )
+        return
+    retval = result.get("retval")
+    try:
+        validators.check_result(cmd, retval)
+    except SchemaValidationError as exc:
+        future.set_exception(RemoteSchemaError(str(exc)))
+        return
+    future.set_result(retval)

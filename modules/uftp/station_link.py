@@ -36,17 +36,16 @@ from typing import Any
 
 from ..framework.definitions import Definitions
 from ..framework.errors import (
-    CommandError,
     CommandTimeout,
     ConfigError,
     MessageParsingError,
-    RemoteSchemaError,
     SchemaValidationError,
     TransportError,
 )
+from ..framework.module import settle_call
 from ..framework.transport import BrokerAddress, MqttCredentials, Transport
 from ..framework.validation import InterfaceValidators, ValidatorCache
-from ..framework.wire import ERROR_MSG_KEY, ERROR_TYPE_KEY, MsgType, Topics, cmd_payload, decode
+from ..framework.wire import MsgType, Topics, cmd_payload, decode
 
 log = logging.getLogger(__name__)
 
@@ -266,21 +265,7 @@ class StationLink:
             future = self._pending.pop(call_id, None) if isinstance(call_id, str) else None
         if future is None:
             return  # a call we gave up on, or another caller's with our origin
-        error = inner.get("error")
-        if isinstance(error, dict):
-            future.set_exception(
-                CommandError.from_wire(
-                    str(error.get(ERROR_TYPE_KEY, "HandlerException")),
-                    str(error.get(ERROR_MSG_KEY, "")),
-                )
-            )
-            return
-        try:
-            self._validators.check_result(COMMAND, inner.get("retval"))
-        except SchemaValidationError as exc:
-            future.set_exception(RemoteSchemaError(str(exc)))
-            return
-        future.set_result(None)
+        settle_call(future, inner, self._validators, COMMAND)
 
     # the node's energy_flow_request
 
